@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* XDP test programs.
+ * xdp_drop_proto: drops IPv4 packets whose protocol is `drop_proto` (a global,
+ *   ICMP by default; rewrite it with `--global drop_proto=06` to drop TCP instead)
+ *   and counts the drops in `xdp_drops`; every other packet passes.
+ * xdp_count_pass: counts every packet in `xdp_seen` and passes it.
+ */
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <bpf/bpf_endian.h>
+#include "common.h"
+
+volatile const __u8 drop_proto = 1; /* IPPROTO_ICMP */
+
+COUNTER_MAP(xdp_drops);
+COUNTER_MAP(xdp_seen);
+
+SEC("xdp")
+int xdp_drop_proto(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+
+	if ((void *)(ip + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	if (ip->protocol != drop_proto)
+		return XDP_PASS;
+	bump(&xdp_drops);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int xdp_count_pass(struct xdp_md *ctx)
+{
+	bump(&xdp_seen);
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

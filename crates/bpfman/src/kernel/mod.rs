@@ -1,0 +1,607 @@
+//! The only module that talks to the kernel (through aya): load, pin, attach, detach,
+//! unpin, inspect, and probe what the running kernel can do.
+//!
+//! Everything is pinned on bpffs so it keeps running when the daemon stops:
+//! `prog_<id>` for programs, `links/<link id>` for links, `maps/<owner id>/<map>` for maps.
+
+mod netns;
+pub mod probe;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::tc::{TcAttachOptions, TcAttachType};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::programs::{
+    FEntry, FExit, KProbe, ProbeKind, Program, ProgramId, ProgramInfo, SchedClassifier,
+    TracePoint, UProbe, Xdp, XdpMode,
+};
+use aya::{Btf, EbpfLoader};
+
+use crate::error::{Error, Result};
+use crate::model::{AttachSpec, Direction, NetHook, ProgramKind, ProgramSpec};
+
+pub use netns::{NetnsId, netns_id};
+
+/// What `load` needs beyond the bytecode.
+pub struct LoadPlan<'a> {
+    pub programs: &'a [ProgramSpec],
+    pub global_data: &'a BTreeMap<String, Vec<u8>>,
+    /// Reuse the maps pinned in this directory (map sharing), by map name.
+    pub shared_maps: Option<(&'a Path, &'a [String])>,
+}
+
+/// A program the kernel accepted, pinned.
+#[derive(Debug, Clone)]
+pub struct LoadedProgram {
+    pub id: u32,
+    pub tag: String,
+    pub pin_path: PathBuf,
+}
+
+/// The result of a load: programs in request order, plus the maps pinned for them.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub programs: Vec<LoadedProgram>,
+    /// Where the maps are pinned, and their names (empty when the maps are shared).
+    pub map_dir: PathBuf,
+    pub maps: Vec<String>,
+}
+
+/// What the kernel made of an attach.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub kernel_link_id: u32,
+    pub ifindex: Option<u32>,
+}
+
+/// Facts about a loaded program, as the kernel reports them (`bpf_prog_info`).
+#[derive(Debug, Clone, Default)]
+pub struct KernelProgram {
+    pub id: u32,
+    pub name: String,
+    pub program_type: u32,
+    pub loaded_at: String,
+    pub tag: String,
+    pub gpl_compatible: bool,
+    pub map_ids: Vec<u32>,
+    pub btf_id: u32,
+    pub bytes_xlated: u32,
+    pub jited: bool,
+    pub bytes_jited: u32,
+    pub bytes_memlock: u32,
+    pub verified_insns: u32,
+}
+
+/// Handle on the kernel for one bpffs root.
+pub struct Kernel {
+    bpffs: PathBuf,
+    btf: Option<Btf>,
+}
+
+fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::kernel(format!("{what}: {e}"))
+}
+
+/// Whether an aya error chain carries this errno.
+fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(errno)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+impl Kernel {
+    /// Uses `bpffs` (which must be a mounted bpffs) as the root of all pins.
+    pub fn new(bpffs: &Path) -> Result<Self> {
+        for d in ["links", "maps"] {
+            fs::create_dir_all(bpffs.join(d))
+                .map_err(|e| Error::internal(format!("creating {}/{d}: {e}", bpffs.display())))?;
+        }
+        Ok(Self {
+            bpffs: bpffs.to_path_buf(),
+            btf: Btf::from_sys_fs().ok(),
+        })
+    }
+
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    pub fn program_pin(&self, id: u32) -> PathBuf {
+        self.bpffs.join(format!("prog_{id}"))
+    }
+
+    pub fn link_pin(&self, link_id: u32) -> PathBuf {
+        self.bpffs.join("links").join(link_id.to_string())
+    }
+
+    pub fn map_dir(&self, owner_id: u32) -> PathBuf {
+        self.bpffs.join("maps").join(owner_id.to_string())
+    }
+
+    /// Loads the named programs of one object (they share its maps and globals) and pins
+    /// each. On any failure nothing stays behind: pins are removed and fds closed.
+    pub fn load(&self, bytes: &[u8], plan: &LoadPlan<'_>) -> Result<Loaded> {
+        let mut loader = EbpfLoader::new();
+        loader.btf(self.btf.as_ref());
+        for (name, value) in plan.global_data {
+            loader.override_global(name.as_str(), value.as_slice(), true);
+        }
+        if let Some((dir, names)) = plan.shared_maps {
+            for name in names {
+                loader.map_pin_path(name.as_str(), dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(bytes).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("global") || msg.contains("symbol") {
+                Error::invalid(format!("loading the object: {msg}; check the --global names and sizes"))
+            } else {
+                kerr("loading the object", msg)
+            }
+        })?;
+
+        let available: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        let mut done: Vec<LoadedProgram> = Vec::new();
+        let result = (|| -> Result<()> {
+            for spec in plan.programs {
+                let prog = ebpf.program_mut(&spec.name).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "function '{}' is not a program in this ELF file; it has: {}",
+                        spec.name,
+                        available.join(", ")
+                    ))
+                })?;
+                self.load_one(prog, spec)?;
+                let info = prog
+                    .info()
+                    .map_err(|e| kerr(format!("reading info of '{}'", spec.name), e))?;
+                let id = info.id();
+                let pin = self.program_pin(id);
+                prog.pin(&pin)
+                    .map_err(|e| kerr(format!("pinning '{}' at {}", spec.name, pin.display()), e))?;
+                done.push(LoadedProgram {
+                    id,
+                    tag: format!("{:016x}", info.tag()),
+                    pin_path: pin,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for p in &done {
+                let _ = fs::remove_file(&p.pin_path);
+            }
+            return Err(e);
+        }
+
+        // Pin the object's maps (not its global data sections) under the first program,
+        // unless they are another program's maps.
+        let first = done.first().map(|p| p.id).unwrap_or(0);
+        if let Some((dir, _)) = plan.shared_maps {
+            return Ok(Loaded {
+                programs: done,
+                map_dir: dir.to_path_buf(),
+                maps: Vec::new(),
+            });
+        }
+        let map_dir = self.map_dir(first);
+        let mut maps = Vec::new();
+        let pinned = (|| -> Result<()> {
+            fs::create_dir_all(&map_dir)
+                .map_err(|e| Error::internal(format!("creating {}: {e}", map_dir.display())))?;
+            for (name, map) in ebpf.maps() {
+                if name.starts_with('.') {
+                    continue;
+                }
+                map.pin(map_dir.join(name))
+                    .map_err(|e| kerr(format!("pinning map '{name}'"), e))?;
+                maps.push(name.to_string());
+            }
+            Ok(())
+        })();
+        if let Err(e) = pinned {
+            self.remove_maps(&map_dir);
+            for p in &done {
+                let _ = fs::remove_file(&p.pin_path);
+            }
+            return Err(e);
+        }
+        Ok(Loaded {
+            programs: done,
+            map_dir,
+            maps,
+        })
+    }
+
+    fn load_one(&self, prog: &mut Program, spec: &ProgramSpec) -> Result<()> {
+        let section_kind = match &*prog {
+            Program::Xdp(_) => "xdp",
+            Program::SchedClassifier(_) => "tc",
+            Program::TracePoint(_) => "tracepoint",
+            Program::KProbe(p) if matches!(p.kind(), ProbeKind::Return) => "kretprobe",
+            Program::KProbe(_) => "kprobe",
+            Program::UProbe(p) if matches!(p.kind(), ProbeKind::Return) => "uretprobe",
+            Program::UProbe(_) => "uprobe",
+            Program::FEntry(_) => "fentry",
+            Program::FExit(_) => "fexit",
+            _ => "unsupported",
+        };
+        let fits = match spec.kind {
+            ProgramKind::Tc | ProgramKind::Tcx => section_kind == "tc",
+            k => section_kind == k.as_str(),
+        };
+        if !fits {
+            return Err(Error::invalid(format!(
+                "function '{}' is a {section_kind} program (from its ELF section), not {}; \
+                 use --programs {section_kind}:{}",
+                spec.name, spec.kind, spec.name
+            )));
+        }
+        let what = format!("loading {} program '{}'", spec.kind, spec.name);
+        let r = match prog {
+            Program::Xdp(p) => p.load(),
+            Program::SchedClassifier(p) => p.load(),
+            Program::TracePoint(p) => p.load(),
+            Program::KProbe(p) => p.load(),
+            Program::UProbe(p) => p.load(),
+            Program::FEntry(p) => {
+                let f = attach_fn(spec)?;
+                p.load(f, self.need_btf()?)
+            }
+            Program::FExit(p) => {
+                let f = attach_fn(spec)?;
+                p.load(f, self.need_btf()?)
+            }
+            _ => return Err(Error::invalid(format!("{what}: unsupported program type"))),
+        };
+        r.map_err(|e| {
+            if has_errno(&e, libc::EPERM) && spec.kind.needs_attach_fn() {
+                Error::unsupported(format!(
+                    "{what}: the kernel refused with EPERM; this kernel does not allow \
+                     fentry/fexit programs (feature 'fentry'; see `bpfman system info`)"
+                ))
+            } else if has_errno(&e, libc::ESRCH) || has_errno(&e, libc::ENOENT) {
+                Error::invalid(format!("{what}: {e}; is the target function name right?"))
+            } else {
+                kerr(&what, e)
+            }
+        })
+    }
+
+    fn need_btf(&self) -> Result<&Btf> {
+        self.btf.as_ref().ok_or_else(|| {
+            Error::unsupported("this kernel exposes no BTF at /sys/kernel/btf/vmlinux (needed by fentry/fexit)")
+        })
+    }
+
+    /// Facts about a pinned program.
+    pub fn pinned_info(&self, pin: &Path) -> Result<KernelProgram> {
+        let info = ProgramInfo::from_pin(pin)
+            .map_err(|e| kerr(format!("reading program pinned at {}", pin.display()), e))?;
+        Ok(kernel_program(&info))
+    }
+
+    /// Every program loaded in the kernel, bpfman's or not.
+    pub fn all_programs(&self) -> Vec<KernelProgram> {
+        aya::programs::loaded_programs()
+            .filter_map(|p| p.ok())
+            .map(|p| kernel_program(&p))
+            .collect()
+    }
+
+    /// Removes a program's pin; the kernel frees it once nothing else holds it.
+    pub fn unpin_program(&self, pin: &Path) -> Result<()> {
+        match fs::remove_file(pin) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::internal(format!("removing pin {}: {e}", pin.display()))),
+        }
+    }
+
+    /// Removes a map directory and its pins.
+    pub fn remove_maps(&self, dir: &Path) {
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// Attaches a pinned program and pins the resulting link at `link_pin`.
+    pub fn attach(
+        &self,
+        kind: ProgramKind,
+        prog_pin: &Path,
+        spec: &AttachSpec,
+        link_pin: &Path,
+        tcx_order: Option<TcxAnchor>,
+    ) -> Result<Attached> {
+        let what = format!("attaching {} program {}", kind, prog_pin.display());
+        match spec {
+            AttachSpec::Xdp(hook) => netns::within(hook.netns.as_deref(), || {
+                let ifindex = ifindex(&hook.iface)?;
+                let mut p = Xdp::from_pin(prog_pin, aya_obj::programs::XdpAttachType::Interface)
+                    .map_err(|e| kerr(&what, e))?;
+                let id = p.attach(&hook.iface, XdpMode::Default).map_err(|e| {
+                    if has_errno(&e, libc::EBUSY) || has_errno(&e, libc::EEXIST) {
+                        Error::exists(format!(
+                            "interface {} already has an XDP program attached; detach it first \
+                             (several programs on one interface need the dispatcher)",
+                            hook.iface
+                        ))
+                    } else {
+                        kerr(&what, e)
+                    }
+                })?;
+                let link: FdLink = p
+                    .take_link(id)
+                    .map_err(|e| kerr(&what, e))?
+                    .try_into()
+                    .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
+                pin_link(link, link_pin, Some(ifindex))
+            }),
+            AttachSpec::Tc(hook) | AttachSpec::Tcx(hook) => {
+                netns::within(hook.netns.as_deref(), || {
+                    let ifindex = ifindex(&hook.iface)?;
+                    let mut p = SchedClassifier::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
+                    let dir = match hook.direction.unwrap_or(Direction::Ingress) {
+                        Direction::Ingress => TcAttachType::Ingress,
+                        Direction::Egress => TcAttachType::Egress,
+                    };
+                    // SAFETY: ids come from the kernel's own query of the hook.
+                    let order = match tcx_order {
+                        None => LinkOrder::last(),
+                        Some(TcxAnchor::Before(id)) => {
+                            LinkOrder::before_program_id(unsafe { ProgramId::new(id) })
+                        }
+                        Some(TcxAnchor::After(id)) => {
+                            LinkOrder::after_program_id(unsafe { ProgramId::new(id) })
+                        }
+                    };
+                    let id = p
+                        .attach_with_options(&hook.iface, dir, TcAttachOptions::TcxOrder(order))
+                        .map_err(|e| {
+                            if has_errno(&e, libc::EEXIST) {
+                                Error::exists(format!(
+                                    "this program is already attached to {} {}; a program can \
+                                     be on one TCX hook once",
+                                    hook.iface,
+                                    dir_name(hook)
+                                ))
+                            } else if has_errno(&e, libc::EINVAL) && !probe::tcx_supported() {
+                                Error::unsupported(format!(
+                                    "{what}: this kernel has no TCX (needs Linux 6.6)"
+                                ))
+                            } else {
+                                kerr(&what, e)
+                            }
+                        })?;
+                    let link: FdLink = p
+                        .take_link(id)
+                        .map_err(|e| kerr(&what, e))?
+                        .try_into()
+                        .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
+                    pin_link(link, link_pin, Some(ifindex))
+                })
+            }
+            AttachSpec::Tracepoint { tracepoint } => {
+                let (cat, name) = tracepoint.split_once('/').ok_or_else(|| {
+                    Error::invalid(format!(
+                        "tracepoint '{tracepoint}' must be CATEGORY/NAME, e.g. syscalls/sys_enter_openat"
+                    ))
+                })?;
+                let mut p = TracePoint::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
+                let id = p.attach(cat, name).map_err(|e| {
+                    if has_errno(&e, libc::ENOENT) {
+                        Error::not_found(format!(
+                            "tracepoint '{tracepoint}' does not exist (see /sys/kernel/tracing/events/)"
+                        ))
+                    } else {
+                        kerr(&what, e)
+                    }
+                })?;
+                let link: FdLink = p
+                    .take_link(id)
+                    .map_err(|e| kerr(&what, e))?
+                    .try_into()
+                    .map_err(|e| kerr(format!("{what}: not a bpf_link (kernel older than 5.15?)"), e))?;
+                pin_link(link, link_pin, None)
+            }
+            AttachSpec::Kprobe {
+                fn_name, offset, ..
+            } => {
+                let pk = if kind == ProgramKind::Kretprobe {
+                    ProbeKind::Return
+                } else {
+                    ProbeKind::Entry
+                };
+                let mut p = KProbe::from_pin(prog_pin, pk).map_err(|e| kerr(&what, e))?;
+                let id = p.attach(fn_name, *offset).map_err(|e| {
+                    if !probe::kprobes_supported() {
+                        Error::unsupported(format!(
+                            "{what}: this kernel has no kprobe support (feature 'kprobe': \
+                             no kprobe PMU; CONFIG_KPROBES is off): {e}"
+                        ))
+                    } else if has_errno(&e, libc::ENOENT) || has_errno(&e, libc::EINVAL) {
+                        Error::not_found(format!(
+                            "{what}: cannot probe kernel function '{fn_name}': {e}"
+                        ))
+                    } else {
+                        kerr(&what, e)
+                    }
+                })?;
+                let link: FdLink = p
+                    .take_link(id)
+                    .map_err(|e| kerr(&what, e))?
+                    .try_into()
+                    .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
+                pin_link(link, link_pin, None)
+            }
+            AttachSpec::Uprobe {
+                fn_name,
+                offset,
+                target,
+                pid,
+                container_pid,
+            } => {
+                let pk = if kind == ProgramKind::Uretprobe {
+                    ProbeKind::Return
+                } else {
+                    ProbeKind::Entry
+                };
+                // A container's files are reached through its root, which names the same
+                // inode the container sees; uprobes bind to inodes.
+                let target_path = match container_pid {
+                    Some(cpid) => {
+                        let t = target.trim_start_matches('/');
+                        PathBuf::from(format!("/proc/{cpid}/root/{t}"))
+                    }
+                    None => PathBuf::from(target),
+                };
+                let scope = match pid {
+                    Some(pid) => {
+                        let pid = u32::try_from(*pid)
+                            .ok()
+                            .and_then(std::num::NonZeroU32::new)
+                            .ok_or_else(|| Error::invalid(format!("invalid pid {pid}")))?;
+                        UProbeScope::OneProcess(pid)
+                    }
+                    None => UProbeScope::AllProcesses,
+                };
+                let location = match fn_name.as_deref() {
+                    Some(f) if *offset != 0 => UProbeAttachLocation::SymbolOffset(f, *offset),
+                    Some(f) => UProbeAttachLocation::Symbol(f),
+                    None => UProbeAttachLocation::AbsoluteOffset(*offset),
+                };
+                let mut p = UProbe::from_pin(prog_pin, pk).map_err(|e| kerr(&what, e))?;
+                let id = p.attach(location, &target_path, scope).map_err(|e| {
+                    let msg = e.to_string();
+                    if msg.contains("symbol") || msg.contains("No such file") {
+                        Error::not_found(format!(
+                            "{what}: cannot resolve uprobe target {}{}: {msg}",
+                            target_path.display(),
+                            fn_name.as_deref().map(|f| format!(":{f}")).unwrap_or_default()
+                        ))
+                    } else {
+                        kerr(&what, msg)
+                    }
+                })?;
+                let link: FdLink = p
+                    .take_link(id)
+                    .map_err(|e| kerr(&what, e))?
+                    .try_into()
+                    .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
+                pin_link(link, link_pin, None)
+            }
+            AttachSpec::Fentry => {
+                let mut p = FEntry::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
+                let id = p.attach().map_err(|e| kerr(&what, e))?;
+                let link: FdLink = p.take_link(id).map_err(|e| kerr(&what, e))?.into();
+                pin_link(link, link_pin, None)
+            }
+            AttachSpec::Fexit => {
+                let mut p = FExit::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
+                let id = p.attach().map_err(|e| kerr(&what, e))?;
+                let link: FdLink = p.take_link(id).map_err(|e| kerr(&what, e))?.into();
+                pin_link(link, link_pin, None)
+            }
+        }
+    }
+
+    /// Detaches a link by removing its pin (the daemon holds no other reference).
+    pub fn detach(&self, link_pin: &Path) -> Result<()> {
+        if !link_pin.exists() {
+            return Ok(());
+        }
+        match PinnedLink::from_pin(link_pin) {
+            Ok(l) => {
+                l.unpin()
+                    .map_err(|e| Error::internal(format!("unpinning {}: {e}", link_pin.display())))?;
+                Ok(())
+            }
+            Err(_) => fs::remove_file(link_pin)
+                .map_err(|e| Error::internal(format!("removing {}: {e}", link_pin.display()))),
+        }
+    }
+
+    /// The kernel program ids attached to a TCX hook, in run order.
+    pub fn tcx_programs(&self, hook: &NetHook) -> Result<Vec<u32>> {
+        netns::within(hook.netns.as_deref(), || {
+            let dir = match hook.direction.unwrap_or(Direction::Ingress) {
+                Direction::Ingress => TcAttachType::Ingress,
+                Direction::Egress => TcAttachType::Egress,
+            };
+            let (_rev, progs) = SchedClassifier::query_tcx(&hook.iface, dir)
+                .map_err(|e| kerr(format!("querying TCX on {}", hook.iface), e))?;
+            Ok(progs.iter().map(|p| p.id()).collect())
+        })
+    }
+
+    /// Whether an interface exists (in the hook's network namespace).
+    pub fn check_interface(&self, hook: &NetHook) -> Result<u32> {
+        netns::within(hook.netns.as_deref(), || ifindex(&hook.iface))
+    }
+}
+
+/// Where a TCX program goes relative to one already on the hook.
+#[derive(Debug, Clone, Copy)]
+pub enum TcxAnchor {
+    Before(u32),
+    After(u32),
+}
+
+fn dir_name(h: &NetHook) -> &'static str {
+    h.direction.unwrap_or(Direction::Ingress).as_str()
+}
+
+fn attach_fn(spec: &ProgramSpec) -> Result<&str> {
+    spec.attach_fn.as_deref().ok_or_else(|| {
+        Error::invalid(format!(
+            "{} program '{}' needs the kernel function to attach to: --programs {}:{}:FUNCTION",
+            spec.kind, spec.name, spec.kind, spec.name
+        ))
+    })
+}
+
+fn pin_link(link: FdLink, pin: &Path, ifindex: Option<u32>) -> Result<Attached> {
+    let kernel_link_id = link.info().map(|i| i.id()).unwrap_or(0);
+    link.pin(pin)
+        .map_err(|e| kerr(format!("pinning link at {}", pin.display()), e))?;
+    Ok(Attached {
+        kernel_link_id,
+        ifindex,
+    })
+}
+
+/// The index of an interface in the calling thread's network namespace.
+pub fn ifindex(iface: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(iface).map_err(|_| {
+        Error::not_found(format!(
+            "interface '{iface}' does not exist (see `ip link`; use --netns for another network namespace)"
+        ))
+    })
+}
+
+fn kernel_program(info: &ProgramInfo) -> KernelProgram {
+    KernelProgram {
+        id: info.id(),
+        name: info.name_as_str().unwrap_or("").to_string(),
+        program_type: info.program_type() as u32,
+        loaded_at: info.loaded_at().map(crate::model::rfc3339).unwrap_or_default(),
+        tag: format!("{:016x}", info.tag()),
+        gpl_compatible: info.gpl_compatible().unwrap_or(false),
+        map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+        btf_id: info.btf_id().unwrap_or(0),
+        bytes_xlated: info.size_translated().unwrap_or(0),
+        jited: info.size_jitted() > 0,
+        bytes_jited: info.size_jitted(),
+        bytes_memlock: info.memory_locked().unwrap_or(0),
+        verified_insns: info.verified_instruction_count().unwrap_or(0),
+    }
+}

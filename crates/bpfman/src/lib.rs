@@ -1,0 +1,11 @@
+//! bpfman: the library behind the daemon. `model` is plain data, `store` the only SQL,
+//! `kernel` the only aya, `manager` the rules that tie them together.
+
+pub mod config;
+pub mod error;
+pub mod kernel;
+pub mod manager;
+pub mod model;
+pub mod store;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,735 @@
+//! The manager owns the rules: what may be loaded and attached where, in which order,
+//! who owns what, and how store and kernel are kept in step. It calls `store` and
+//! `kernel`; the API layer calls it and only translates.
+//!
+//! Every call is synchronous (kernel work blocks); the daemon runs calls on blocking
+//! threads. There is no global lock: the store serialises its own SQL, and objects are
+//! locked one by one (a program, a hook), always program before hook.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::probe::Features;
+use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
+use crate::model::{
+    AttachSpec, Bytecode, Caller, Link, LoadRequest, NetHook, Program, now_rfc3339,
+};
+use crate::store::{Store, hook_key};
+
+/// XDP return codes a program may continue the chain on (and the dispatcher's own).
+pub const XDP_PROCEED_ON: &[(&str, i32)] = &[
+    ("aborted", 0),
+    ("drop", 1),
+    ("pass", 2),
+    ("tx", 3),
+    ("redirect", 4),
+    ("dispatcher_return", 31),
+];
+/// TC return codes a program may continue the chain on.
+pub const TC_PROCEED_ON: &[(&str, i32)] = &[
+    ("unspec", -1),
+    ("ok", 0),
+    ("reclassify", 1),
+    ("shot", 2),
+    ("pipe", 3),
+    ("stolen", 4),
+    ("queued", 5),
+    ("repeat", 6),
+    ("redirect", 7),
+    ("trap", 8),
+    ("dispatcher_return", 30),
+];
+
+/// Where the daemon keeps its state.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub runtime_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub database: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Paths {
+    pub fn new(runtime_dir: &Path, socket: &Path) -> Self {
+        Self {
+            runtime_dir: runtime_dir.to_path_buf(),
+            bpffs: runtime_dir.join("fs"),
+            database: runtime_dir.join("db").join("store.db"),
+            socket: socket.to_path_buf(),
+        }
+    }
+}
+
+/// A program with what the kernel says of it.
+#[derive(Debug, Clone)]
+pub struct ProgramView {
+    pub program: Option<Program>,
+    pub kernel: KernelProgram,
+    pub links: Vec<u32>,
+    pub map_used_by: Vec<u32>,
+}
+
+/// Filters for `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// The kernel's bpf_prog_type number.
+    pub kernel_type: Option<u32>,
+    /// Include programs bpfman did not load.
+    pub all: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A report of what reconciliation found and did.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    pub actions: Vec<String>,
+}
+
+pub struct Manager {
+    store: Store,
+    kernel: Kernel,
+    features: Features,
+    paths: Paths,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+fn read_bytecode(bytecode: &Bytecode) -> Result<Vec<u8>> {
+    match bytecode {
+        Bytecode::File(path) => {
+            let p = Path::new(path);
+            if !p.is_absolute() {
+                return Err(Error::invalid(format!(
+                    "bytecode path '{path}' is relative; give an absolute path (the daemon \
+                     does not know the caller's working directory)"
+                )));
+            }
+            let bytes = std::fs::read(p).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("bytecode file {path} does not exist"))
+                }
+                _ => Error::invalid(format!("reading bytecode file {path}: {e}")),
+            })?;
+            if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+                return Err(Error::invalid(format!(
+                    "{path} is not an ELF object file; build eBPF programs with \
+                     `clang -target bpf -c` and give the .o"
+                )));
+            }
+            Ok(bytes)
+        }
+        Bytecode::Image { url, .. } => Err(Error::unsupported(format!(
+            "loading from image {url}: this daemon has no image support yet; \
+             load the bytecode from a file instead"
+        ))),
+    }
+}
+
+fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32)]) -> Result<()> {
+    if h.iface.is_empty() {
+        return Err(Error::invalid(format!("{kind} attach needs an interface (--iface)")));
+    }
+    if !(1..=1000).contains(&h.priority) {
+        return Err(Error::invalid(format!(
+            "priority {} is out of range: use 1 (runs first) to 1000",
+            h.priority
+        )));
+    }
+    for code in &h.proceed_on {
+        if !valid_proceed.iter().any(|(_, c)| c == code) {
+            let names: Vec<&str> = valid_proceed.iter().map(|(n, _)| *n).collect();
+            return Err(Error::invalid(format!(
+                "proceed-on value {code} is not a {kind} return code; use {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Manager {
+    /// Opens the store, probes the kernel, and reconciles the two.
+    pub fn open(paths: Paths) -> Result<(Self, ReconcileReport)> {
+        if let Some(dir) = paths.database.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+        }
+        let store = Store::open(&paths.database)?;
+        let kernel = Kernel::new(&paths.bpffs)?;
+        let features = crate::kernel::probe::probe(&paths.bpffs);
+        let m = Self {
+            store,
+            kernel,
+            features,
+            paths,
+            locks: Mutex::new(HashMap::new()),
+        };
+        let report = m.reconcile()?;
+        Ok((m, report))
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        self.store.counts()
+    }
+
+    fn lock(&self, key: String) -> Arc<Mutex<()>> {
+        let mut m = match self.locks.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(key).or_default().clone()
+    }
+
+    fn require(&self, feature: &str, what: &str) -> Result<()> {
+        if self.features.has(feature) {
+            Ok(())
+        } else {
+            Err(Error::unsupported(format!(
+                "{what} needs the kernel feature '{feature}', which this kernel lacks: {}",
+                self.features.detail(feature)
+            )))
+        }
+    }
+
+    /// Loads programs from one object. Nothing is attached.
+    pub fn load(&self, caller: Caller, req: LoadRequest) -> Result<Vec<Program>> {
+        let bytecode = req
+            .bytecode
+            .clone()
+            .ok_or_else(|| Error::invalid("load needs bytecode: a file path or an image"))?;
+        if req.programs.is_empty() {
+            return Err(Error::invalid(
+                "load names no programs: give --programs TYPE:FUNCTION at least once",
+            ));
+        }
+        for (i, p) in req.programs.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(Error::invalid("a program's function name is empty"));
+            }
+            if req.programs[..i].iter().any(|q| q.name == p.name) {
+                return Err(Error::invalid(format!("function '{}' is named twice", p.name)));
+            }
+            if p.kind.needs_attach_fn() && p.attach_fn.as_deref().unwrap_or("").is_empty() {
+                return Err(Error::invalid(format!(
+                    "{} program '{}' needs a kernel function: --programs {}:{}:FUNCTION",
+                    p.kind, p.name, p.kind, p.name
+                )));
+            }
+            if p.kind.needs_attach_fn() {
+                self.require("fentry", &format!("loading {} program '{}'", p.kind, p.name))?;
+            }
+        }
+        for (k, v) in &req.global_data {
+            if k.is_empty() || v.is_empty() {
+                return Err(Error::invalid(format!(
+                    "global '{k}' needs a name and at least one byte (NAME=HEX)"
+                )));
+            }
+        }
+        let bytes = read_bytecode(&bytecode)?;
+
+        // Map sharing: use the maps of the owner (or of the owner's own owner).
+        let owner = match req.map_owner_id {
+            None => None,
+            Some(id) => {
+                let p = self.store.program(id)?.ok_or_else(|| {
+                    Error::not_found(format!(
+                        "map owner program {id} is not loaded by bpfman (see `bpfman list programs`)"
+                    ))
+                })?;
+                let root = match p.map_owner_id {
+                    Some(root) => self.store.program(root)?.ok_or_else(|| {
+                        Error::internal(format!("map owner {root} of {id} is missing"))
+                    })?,
+                    None => p,
+                };
+                Some(root)
+            }
+        };
+        let shared_dir = owner.as_ref().map(|o| PathBuf::from(&o.map_pin_path));
+        let plan = LoadPlan {
+            programs: &req.programs,
+            global_data: &req.global_data,
+            shared_maps: owner
+                .as_ref()
+                .zip(shared_dir.as_deref())
+                .map(|(o, d)| (d, o.maps.as_slice())),
+        };
+        let loaded = self.kernel.load(&bytes, &plan)?;
+
+        let created_at = now_rfc3339();
+        let first_id = loaded.programs.first().map(|p| p.id).unwrap_or(0);
+        let programs: Vec<Program> = req
+            .programs
+            .iter()
+            .zip(&loaded.programs)
+            .map(|(spec, k)| Program {
+                id: k.id,
+                name: spec.name.clone(),
+                kind: spec.kind,
+                bytecode: bytecode.clone(),
+                attach_fn: spec.attach_fn.clone(),
+                global_data: req.global_data.clone(),
+                metadata: req.metadata.clone(),
+                map_owner_id: match &owner {
+                    Some(o) => Some(o.id),
+                    None if k.id != first_id => Some(first_id),
+                    None => None,
+                },
+                map_pin_path: loaded.map_dir.display().to_string(),
+                maps: if k.id == first_id {
+                    loaded.maps.clone()
+                } else {
+                    Vec::new()
+                },
+                pin_path: k.pin_path.display().to_string(),
+                owner: caller,
+                created_at: created_at.clone(),
+                tag: k.tag.clone(),
+            })
+            .collect();
+        if let Err(e) = self.store.insert_programs(&programs) {
+            for p in &loaded.programs {
+                let _ = self.kernel.unpin_program(&p.pin_path);
+            }
+            if owner.is_none() {
+                self.kernel.remove_maps(&loaded.map_dir);
+            }
+            return Err(e);
+        }
+        for p in &programs {
+            info!(id = p.id, name = %p.name, kind = %p.kind, uid = caller.uid, "loaded");
+        }
+        Ok(programs)
+    }
+
+    /// Unloads a program: detaches its links, then removes it (and its maps, when it
+    /// owns them). A program whose maps others use is refused until they are unloaded.
+    pub fn unload(&self, _caller: Caller, id: u32) -> Result<()> {
+        let lock = self.lock(format!("prog/{id}"));
+        let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+        let p = self.managed(id)?;
+        let users = self.store.map_users(id)?;
+        if !users.is_empty() {
+            let list: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+            return Err(Error::precondition(format!(
+                "program {id} owns maps that programs {} use; unload those first",
+                list.join(", ")
+            )));
+        }
+        for l in self.store.links(Some(id))? {
+            self.detach_locked(&l)?;
+        }
+        self.kernel.unpin_program(Path::new(&p.pin_path))?;
+        if p.map_owner_id.is_none() {
+            self.kernel.remove_maps(Path::new(&p.map_pin_path));
+        }
+        self.store.delete_program(id)?;
+        info!(id, "unloaded");
+        Ok(())
+    }
+
+    fn managed(&self, id: u32) -> Result<Program> {
+        self.store.program(id)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "program {id} is not loaded by bpfman (see `bpfman list programs`)"
+            ))
+        })
+    }
+
+    /// Attaches a loaded program; returns the new link.
+    pub fn attach(&self, caller: Caller, program_id: u32, spec: AttachSpec) -> Result<Link> {
+        let plock = self.lock(format!("prog/{program_id}"));
+        let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+        let p = self.managed(program_id)?;
+        if !p.kind.accepts(&spec) {
+            return Err(Error::invalid(format!(
+                "program {program_id} ('{}') is a {} program; it cannot be attached as {}",
+                p.name,
+                p.kind,
+                spec.name()
+            )));
+        }
+        match &spec {
+            AttachSpec::Xdp(h) => validate_hook("xdp", h, XDP_PROCEED_ON)?,
+            AttachSpec::Tc(h) => {
+                validate_hook("tc", h, TC_PROCEED_ON)?;
+                self.require("tcx", "attaching tc programs (through TCX)")?;
+            }
+            AttachSpec::Tcx(h) => {
+                validate_hook("tcx", h, &[])?;
+                self.require("tcx", "attaching tcx programs")?;
+            }
+            AttachSpec::Tracepoint { tracepoint } => {
+                if tracepoint.split_once('/').is_none_or(|(a, b)| a.is_empty() || b.is_empty()) {
+                    return Err(Error::invalid(format!(
+                        "tracepoint '{tracepoint}' must be CATEGORY/NAME, e.g. syscalls/sys_enter_openat"
+                    )));
+                }
+            }
+            AttachSpec::Kprobe {
+                fn_name,
+                container_pid,
+                ..
+            } => {
+                if fn_name.is_empty() {
+                    return Err(Error::invalid("kprobe attach needs --fn-name"));
+                }
+                if container_pid.is_some() {
+                    return Err(Error::invalid(
+                        "kprobes are kernel-wide; --container-pid does not apply to them",
+                    ));
+                }
+                self.require("kprobe", "attaching kprobes")?;
+            }
+            AttachSpec::Uprobe {
+                target,
+                fn_name,
+                offset,
+                ..
+            } => {
+                if target.is_empty() {
+                    return Err(Error::invalid("uprobe attach needs --target PATH_OR_LIBRARY"));
+                }
+                if fn_name.as_deref().unwrap_or("").is_empty() && *offset == 0 {
+                    return Err(Error::invalid("uprobe attach needs --fn-name or --offset"));
+                }
+            }
+            AttachSpec::Fentry | AttachSpec::Fexit => {}
+        }
+
+        // Network hooks: resolve the interface and lock the hook.
+        let (hook, ifindex) = match spec.net_hook() {
+            Some(h) => {
+                let ifindex = self.kernel.check_interface(h)?;
+                let ns = netns_id(h.netns.as_deref())?;
+                (hook_key(&spec, Some(ifindex), ns), Some(ifindex))
+            }
+            None => (None, None),
+        };
+        let hlock = hook.as_ref().map(|k| self.lock(format!("hook/{k}")));
+        let _hg = match &hlock {
+            Some(l) => Some(l.lock().map_err(|_| Error::internal("lock poisoned"))?),
+            None => None,
+        };
+        let on_hook = match &hook {
+            Some(k) => self.store.links_on_hook(k)?,
+            None => Vec::new(),
+        };
+        let mut tcx_anchor = None;
+        let mut position = 0;
+        match &spec {
+            AttachSpec::Xdp(h) => {
+                if let Some(l) = on_hook.first() {
+                    let why = if self.features.has("freplace") {
+                        "several XDP programs on one interface need the XDP dispatcher, \
+                         which this daemon does not provide yet"
+                            .to_string()
+                    } else {
+                        format!(
+                            "several XDP programs on one interface need the XDP dispatcher, \
+                             which needs the kernel feature 'freplace' that this kernel lacks ({})",
+                            self.features.detail("freplace")
+                        )
+                    };
+                    return Err(Error::exists(format!(
+                        "interface {} already has XDP program {} attached (link {}); {why}; \
+                         detach it first",
+                        h.iface, l.program_id, l.id
+                    )));
+                }
+            }
+            AttachSpec::Tc(h) | AttachSpec::Tcx(h) => {
+                if on_hook.iter().any(|l| l.program_id == program_id) {
+                    return Err(Error::exists(format!(
+                        "program {program_id} is already attached to {} {}",
+                        h.iface,
+                        h.direction.map(|d| d.as_str()).unwrap_or("ingress")
+                    )));
+                }
+                // Lower priority runs first; equal priorities in attach order.
+                let prio = |l: &Link| l.spec.net_hook().map(|h| h.priority).unwrap_or(1000);
+                let mut ordered: Vec<&Link> = on_hook.iter().collect();
+                ordered.sort_by_key(|l| (prio(l), l.id));
+                let before = ordered.iter().position(|l| prio(l) > h.priority);
+                position = before.unwrap_or(ordered.len()) as i32;
+                tcx_anchor = match before {
+                    Some(i) => Some(TcxAnchor::Before(ordered[i].program_id)),
+                    None => ordered.last().map(|l| TcxAnchor::After(l.program_id)),
+                };
+            }
+            _ => {}
+        }
+
+        // Record intent, then touch the kernel, then record the result.
+        let mut link = Link {
+            id: 0,
+            program_id,
+            spec: spec.clone(),
+            ifindex,
+            kernel_link_id: 0,
+            pin_path: String::new(),
+            metadata: BTreeMap::new(),
+            owner: caller,
+            created_at: now_rfc3339(),
+            position,
+        };
+        let id = self.store.insert_link(&link, hook.as_deref())?;
+        let pin = self.kernel.link_pin(id);
+        let attached = match self.kernel.attach(p.kind, Path::new(&p.pin_path), &spec, &pin, tcx_anchor) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.store.delete_link(id);
+                return Err(e);
+            }
+        };
+        let pin_s = pin.display().to_string();
+        if let Err(e) = self.store.complete_link(id, &pin_s, attached.kernel_link_id) {
+            let _ = self.kernel.detach(&pin);
+            let _ = self.store.delete_link(id);
+            return Err(e);
+        }
+        link.id = id;
+        link.pin_path = pin_s;
+        link.kernel_link_id = attached.kernel_link_id;
+        info!(link = id, program = program_id, target = %spec.target(), kind = spec.name(), "attached");
+        if let Some(k) = &hook {
+            self.renumber(k)?;
+            if let Some(l) = self.store.link(id)? {
+                link.position = l.position;
+            }
+        }
+        Ok(link)
+    }
+
+    /// Positions on an ordered hook follow (priority, link id).
+    fn renumber(&self, hook: &str) -> Result<()> {
+        let mut links = self.store.links_on_hook(hook)?;
+        links.sort_by_key(|l| (l.spec.net_hook().map(|h| h.priority).unwrap_or(1000), l.id));
+        for (i, l) in links.iter().enumerate() {
+            if l.position != i as i32 {
+                self.store.set_position(l.id, i as i32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches a link.
+    pub fn detach(&self, _caller: Caller, link_id: u32) -> Result<()> {
+        let l = self.link(link_id)?;
+        let plock = self.lock(format!("prog/{}", l.program_id));
+        let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+        // Re-read under the lock: another call may have removed it meanwhile.
+        let l = self.link(link_id)?;
+        self.detach_locked(&l)
+    }
+
+    fn detach_locked(&self, l: &Link) -> Result<()> {
+        let hook = match l.spec.net_hook() {
+            Some(h) => {
+                let ns = netns_id(h.netns.as_deref()).unwrap_or(0);
+                hook_key(&l.spec, l.ifindex, ns)
+            }
+            None => None,
+        };
+        let hlock = hook.as_ref().map(|k| self.lock(format!("hook/{k}")));
+        let _hg = match &hlock {
+            Some(lk) => Some(lk.lock().map_err(|_| Error::internal("lock poisoned"))?),
+            None => None,
+        };
+        self.kernel.detach(Path::new(&l.pin_path))?;
+        self.store.delete_link(l.id)?;
+        if let Some(k) = &hook {
+            self.renumber(k)?;
+        }
+        info!(link = l.id, program = l.program_id, "detached");
+        Ok(())
+    }
+
+    pub fn link(&self, id: u32) -> Result<Link> {
+        self.store.link(id)?.ok_or_else(|| {
+            Error::not_found(format!("link {id} does not exist (see `bpfman list links`)"))
+        })
+    }
+
+    pub fn links(&self, program_id: Option<u32>) -> Result<Vec<Link>> {
+        self.store.links(program_id)
+    }
+
+    pub fn program_record(&self, id: u32) -> Result<Option<Program>> {
+        self.store.program(id)
+    }
+
+    fn view(&self, p: Program) -> Result<ProgramView> {
+        let kernel = self
+            .kernel
+            .pinned_info(Path::new(&p.pin_path))
+            .unwrap_or_else(|_| KernelProgram {
+                id: p.id,
+                name: p.name.clone(),
+                ..Default::default()
+            });
+        let links = self.store.links(Some(p.id))?.iter().map(|l| l.id).collect();
+        let map_used_by = self.store.map_users(p.id)?;
+        Ok(ProgramView {
+            program: Some(p),
+            kernel,
+            links,
+            map_used_by,
+        })
+    }
+
+    /// One program: bpfman's record when it has one, else the kernel's facts alone.
+    pub fn get(&self, id: u32) -> Result<ProgramView> {
+        match self.store.program(id)? {
+            Some(p) => self.view(p),
+            None => self
+                .kernel
+                .all_programs()
+                .into_iter()
+                .find(|k| k.id == id)
+                .map(|kernel| ProgramView {
+                    program: None,
+                    kernel,
+                    links: Vec::new(),
+                    map_used_by: Vec::new(),
+                })
+                .ok_or_else(|| Error::not_found(format!("program {id} is not loaded"))),
+        }
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProgramView>> {
+        let managed = self.store.programs()?;
+        let mut out = Vec::new();
+        for p in managed.iter().cloned() {
+            if !filter.metadata.iter().all(|(k, v)| p.metadata.get(k) == Some(v)) {
+                continue;
+            }
+            let v = self.view(p)?;
+            if filter.kernel_type.is_some_and(|t| t != v.kernel.program_type) {
+                continue;
+            }
+            out.push(v);
+        }
+        if filter.all && filter.metadata.is_empty() {
+            for k in self.kernel.all_programs() {
+                if managed.iter().any(|p| p.id == k.id) {
+                    continue;
+                }
+                if filter.kernel_type.is_some_and(|t| t != k.program_type) {
+                    continue;
+                }
+                out.push(ProgramView {
+                    program: None,
+                    kernel: k,
+                    links: Vec::new(),
+                    map_used_by: Vec::new(),
+                });
+            }
+            out.sort_by_key(|v| v.kernel.id);
+        }
+        Ok(out)
+    }
+
+    /// Brings store and bpffs into agreement: records whose pins are gone are dropped,
+    /// pins no record knows are removed. Returns what it did.
+    pub fn reconcile(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let links = self.store.links(None)?;
+        for l in &links {
+            if l.pin_path.is_empty() || !Path::new(&l.pin_path).exists() {
+                report.actions.push(format!(
+                    "link {} (program {}, {}): pin {} is gone; removed the record",
+                    l.id,
+                    l.program_id,
+                    l.spec.target(),
+                    if l.pin_path.is_empty() { "(never made)" } else { &l.pin_path }
+                ));
+                self.store.delete_link(l.id)?;
+            }
+        }
+        let mut programs = self.store.programs()?;
+        // Users before owners, so a map owner goes after the programs that use its maps.
+        programs.sort_by_key(|p| std::cmp::Reverse(p.map_owner_id.is_some()));
+        for p in &programs {
+            if !Path::new(&p.pin_path).exists() {
+                for l in self.store.links(Some(p.id))? {
+                    let _ = self.kernel.detach(Path::new(&l.pin_path));
+                    self.store.delete_link(l.id)?;
+                }
+                match self.store.delete_program(p.id) {
+                    Ok(()) => report.actions.push(format!(
+                        "program {} ({}): pin {} is gone; removed the record",
+                        p.id, p.name, p.pin_path
+                    )),
+                    Err(e) => warn!(id = p.id, "cannot drop record of vanished program: {e}"),
+                }
+            }
+        }
+        // Pins nobody recorded: left by a crash between pin and record.
+        let known_progs: Vec<String> = self
+            .store
+            .programs()?
+            .iter()
+            .map(|p| p.pin_path.clone())
+            .collect();
+        let known_links: Vec<String> = self.store.links(None)?.iter().map(|l| l.pin_path.clone()).collect();
+        let known_maps: Vec<String> = self
+            .store
+            .programs()?
+            .iter()
+            .map(|p| p.map_pin_path.clone())
+            .collect();
+        let bpffs = self.kernel.bpffs().to_path_buf();
+        let mut orphan = |path: PathBuf, what: &str, known: &[String]| {
+            let s = path.display().to_string();
+            if !known.contains(&s) {
+                let r = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                report.actions.push(match r {
+                    Ok(()) => format!("{what} pin {s} had no record; removed it"),
+                    Err(e) => format!("{what} pin {s} had no record; removing it failed: {e}"),
+                });
+            }
+        };
+        for (dir, what, known) in [
+            (bpffs.clone(), "program", &known_progs),
+            (bpffs.join("links"), "link", &known_links),
+            (bpffs.join("maps"), "map", &known_maps),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if what == "program" && !name.starts_with("prog_") {
+                    continue;
+                }
+                orphan(e.path(), what, known);
+            }
+        }
+        for a in &report.actions {
+            warn!("reconcile: {a}");
+        }
+        Ok(report)
+    }
+}
+
+/// Whether an error is the caller's doing (for logs).
+pub fn is_client_error(e: &Error) -> bool {
+    !matches!(e.kind(), ErrorKind::Internal | ErrorKind::Kernel)
+}

@@ -1,0 +1,479 @@
+//! The metadata store: one SQLite database, opened once, with a real schema, foreign
+//! keys and numbered migrations. Only this module speaks SQL.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{Error, Result};
+use crate::model::{AttachSpec, Bytecode, Caller, Link, Program, ProgramKind};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: programs and links.
+    "CREATE TABLE programs (
+        id            INTEGER PRIMARY KEY,            -- kernel program id
+        name          TEXT    NOT NULL,
+        kind          TEXT    NOT NULL,
+        bytecode      TEXT    NOT NULL,               -- JSON Bytecode
+        attach_fn     TEXT,
+        global_data   TEXT    NOT NULL DEFAULT '{}',  -- JSON name -> bytes
+        metadata      TEXT    NOT NULL DEFAULT '{}',  -- JSON name -> value
+        map_owner_id  INTEGER REFERENCES programs(id) ON DELETE RESTRICT,
+        map_pin_path  TEXT    NOT NULL,
+        maps          TEXT    NOT NULL DEFAULT '[]',  -- JSON list of pinned map names
+        pin_path      TEXT    NOT NULL UNIQUE,
+        owner_uid     INTEGER NOT NULL,
+        owner_gid     INTEGER NOT NULL,
+        owner_pid     INTEGER NOT NULL,
+        created_at    TEXT    NOT NULL,
+        tag           TEXT    NOT NULL
+    );
+    CREATE INDEX programs_by_owner ON programs(owner_uid);
+    CREATE TABLE links (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT, -- daemon link id, never reused
+        program_id     INTEGER NOT NULL REFERENCES programs(id) ON DELETE RESTRICT,
+        kind           TEXT    NOT NULL,
+        spec           TEXT    NOT NULL,               -- JSON AttachSpec
+        hook           TEXT,                           -- e.g. xdp/<netns>/<ifindex>
+        ifindex        INTEGER,
+        kernel_link_id INTEGER NOT NULL DEFAULT 0,
+        pin_path       TEXT    NOT NULL DEFAULT '',    -- '' until the kernel attached
+        metadata       TEXT    NOT NULL DEFAULT '{}',
+        owner_uid      INTEGER NOT NULL,
+        owner_gid      INTEGER NOT NULL,
+        owner_pid      INTEGER NOT NULL,
+        created_at     TEXT    NOT NULL,
+        position       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX links_by_program ON links(program_id);
+    CREATE UNIQUE INDEX links_by_pin ON links(pin_path) WHERE pin_path != '';
+    CREATE INDEX links_by_hook ON links(hook);",
+];
+
+/// The store. One connection, opened once; each call holds it only for its SQL.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::internal(format!("store: encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("{what}: {e}").into(),
+        )
+    })
+}
+
+/// Global data is stored as name -> hex so the JSON stays readable.
+fn hex_map(m: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), v.iter().map(|b| format!("{b:02x}")).collect()))
+        .collect()
+}
+
+fn unhex_map(m: BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
+    m.into_iter()
+        .map(|(k, v)| {
+            let bytes = (0..v.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            (k, bytes)
+        })
+        .collect()
+}
+
+const PROGRAM_COLS: &str = "id, name, kind, bytecode, attach_fn, global_data, metadata, \
+    map_owner_id, map_pin_path, maps, pin_path, owner_uid, owner_gid, owner_pid, created_at, tag";
+
+const LINK_COLS: &str = "id, program_id, spec, ifindex, kernel_link_id, pin_path, metadata, \
+    owner_uid, owner_gid, owner_pid, created_at, position";
+
+fn program_from_row(r: &Row<'_>) -> rusqlite::Result<Program> {
+    let kind: String = r.get(2)?;
+    Ok(Program {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: kind.parse::<ProgramKind>().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                e.to_string().into(),
+            )
+        })?,
+        bytecode: from_json::<Bytecode>(&r.get::<_, String>(3)?, "bytecode")?,
+        attach_fn: r.get(4)?,
+        global_data: unhex_map(from_json(&r.get::<_, String>(5)?, "global_data")?),
+        metadata: from_json(&r.get::<_, String>(6)?, "metadata")?,
+        map_owner_id: r.get(7)?,
+        map_pin_path: r.get(8)?,
+        maps: from_json(&r.get::<_, String>(9)?, "maps")?,
+        pin_path: r.get(10)?,
+        owner: Caller {
+            uid: r.get(11)?,
+            gid: r.get(12)?,
+            pid: r.get(13)?,
+        },
+        created_at: r.get(14)?,
+        tag: r.get(15)?,
+    })
+}
+
+fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
+    Ok(Link {
+        id: r.get(0)?,
+        program_id: r.get(1)?,
+        spec: from_json::<AttachSpec>(&r.get::<_, String>(2)?, "spec")?,
+        ifindex: r.get(3)?,
+        kernel_link_id: r.get(4)?,
+        pin_path: r.get(5)?,
+        metadata: from_json(&r.get::<_, String>(6)?, "metadata")?,
+        owner: Caller {
+            uid: r.get(7)?,
+            gid: r.get(8)?,
+            pid: r.get(9)?,
+        },
+        created_at: r.get(10)?,
+        position: r.get(11)?,
+    })
+}
+
+/// The key of the hook a link occupies, when it occupies an exclusive or ordered one.
+pub fn hook_key(spec: &AttachSpec, ifindex: Option<u32>, netns_id: u64) -> Option<String> {
+    let ifindex = ifindex?;
+    match spec {
+        AttachSpec::Xdp(_) => Some(format!("xdp/{netns_id}/{ifindex}")),
+        AttachSpec::Tc(h) | AttachSpec::Tcx(h) => Some(format!(
+            "tc/{netns_id}/{ifindex}/{}",
+            h.direction.map(|d| d.as_str()).unwrap_or("ingress")
+        )),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .map_err(|e| Error::internal(format!("opening store {}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for unit tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(Error::internal(format!(
+                "store schema version {version} is newer than this bpfman knows ({}); \
+                 run a newer bpfman or remove the store",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(m)
+                .map_err(|e| Error::internal(format!("store migration {}: {e}", i + 1)))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| Error::internal("store lock poisoned"))?;
+        f(&mut c)
+    }
+
+    /// Records programs loaded together, all or none.
+    pub fn insert_programs(&self, programs: &[Program]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for p in programs {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO programs ({PROGRAM_COLS}) VALUES \
+                         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                    ),
+                    params![
+                        p.id,
+                        p.name,
+                        p.kind.as_str(),
+                        json(&p.bytecode)?,
+                        p.attach_fn,
+                        json(&hex_map(&p.global_data))?,
+                        json(&p.metadata)?,
+                        p.map_owner_id,
+                        p.map_pin_path,
+                        json(&p.maps)?,
+                        p.pin_path,
+                        p.owner.uid,
+                        p.owner.gid,
+                        p.owner.pid,
+                        p.created_at,
+                        p.tag,
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub fn program(&self, id: u32) -> Result<Option<Program>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {PROGRAM_COLS} FROM programs WHERE id = ?1"),
+                [id],
+                program_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    pub fn programs(&self) -> Result<Vec<Program>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {PROGRAM_COLS} FROM programs ORDER BY id"))?;
+            let rows = st.query_map([], program_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Programs that use `owner_id`'s maps.
+    pub fn map_users(&self, owner_id: u32) -> Result<Vec<u32>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM programs WHERE map_owner_id = ?1 ORDER BY id")?;
+            let rows = st.query_map([owner_id], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    pub fn delete_program(&self, id: u32) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM programs WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// Records a link and returns its new id (never one used before in this store).
+    pub fn insert_link(&self, l: &Link, hook: Option<&str>) -> Result<u32> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO links (program_id, kind, spec, hook, ifindex, kernel_link_id, \
+                 pin_path, metadata, owner_uid, owner_gid, owner_pid, created_at, position) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                params![
+                    l.program_id,
+                    l.spec.name(),
+                    json(&l.spec)?,
+                    hook,
+                    l.ifindex,
+                    l.kernel_link_id,
+                    l.pin_path,
+                    json(&l.metadata)?,
+                    l.owner.uid,
+                    l.owner.gid,
+                    l.owner.pid,
+                    l.created_at,
+                    l.position,
+                ],
+            )?;
+            let id = c.last_insert_rowid();
+            u32::try_from(id).map_err(|_| Error::internal(format!("link id {id} out of range")))
+        })
+    }
+
+    /// Fills in what is known only after the kernel attached: pin path and kernel link id.
+    pub fn complete_link(&self, id: u32, pin_path: &str, kernel_link_id: u32) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE links SET pin_path = ?2, kernel_link_id = ?3 WHERE id = ?1",
+                params![id, pin_path, kernel_link_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn set_position(&self, id: u32, position: i32) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE links SET position = ?2 WHERE id = ?1", params![id, position])?;
+            Ok(())
+        })
+    }
+
+    pub fn link(&self, id: u32) -> Result<Option<Link>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"),
+                [id],
+                link_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    pub fn links(&self, program_id: Option<u32>) -> Result<Vec<Link>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {LINK_COLS} FROM links WHERE (?1 IS NULL OR program_id = ?1) ORDER BY id"
+            ))?;
+            let rows = st.query_map([program_id], link_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Links on one hook key (see [`hook_key`]).
+    pub fn links_on_hook(&self, hook: &str) -> Result<Vec<Link>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {LINK_COLS} FROM links WHERE hook = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([hook], link_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    pub fn delete_link(&self, id: u32) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM links WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        self.with(|c| {
+            let p: i64 = c.query_row("SELECT count(*) FROM programs", [], |r| r.get(0))?;
+            let l: i64 = c.query_row("SELECT count(*) FROM links", [], |r| r.get(0))?;
+            Ok((p as u64, l as u64))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NetHook;
+
+    fn prog(id: u32, owner: Option<u32>) -> Program {
+        Program {
+            id,
+            name: format!("p{id}"),
+            kind: ProgramKind::Xdp,
+            bytecode: Bytecode::File("/x.o".into()),
+            attach_fn: None,
+            global_data: BTreeMap::from([("g".to_string(), vec![0xab, 0x01])]),
+            metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            map_owner_id: owner,
+            map_pin_path: format!("/fs/maps/{}", owner.unwrap_or(id)),
+            maps: vec!["m".into()],
+            pin_path: format!("/fs/prog_{id}"),
+            owner: Caller {
+                uid: 1000,
+                gid: 1000,
+                pid: 42,
+            },
+            created_at: "2026-01-01T00:00:00Z".into(),
+            tag: "00".into(),
+        }
+    }
+
+    fn link(program_id: u32) -> Link {
+        Link {
+            id: 0,
+            program_id,
+            spec: AttachSpec::Xdp(NetHook {
+                iface: "veth0".into(),
+                priority: 50,
+                proceed_on: vec![2],
+                netns: None,
+                direction: None,
+            }),
+            ifindex: Some(3),
+            kernel_link_id: 0,
+            pin_path: String::new(),
+            metadata: BTreeMap::new(),
+            owner: Caller::daemon(),
+            created_at: "t".into(),
+            position: 0,
+        }
+    }
+
+    #[test]
+    fn programs_round_trip() -> Result<()> {
+        let s = Store::in_memory()?;
+        s.insert_programs(&[prog(7, None), prog(8, Some(7))])?;
+        let p = s.program(8)?.ok_or_else(|| Error::internal("missing"))?;
+        assert_eq!(p, prog(8, Some(7)));
+        assert_eq!(s.map_users(7)?, vec![8]);
+        assert_eq!(s.programs()?.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn map_owner_cannot_be_deleted_while_used() -> Result<()> {
+        let s = Store::in_memory()?;
+        s.insert_programs(&[prog(7, None), prog(8, Some(7))])?;
+        assert!(s.delete_program(7).is_err());
+        s.delete_program(8)?;
+        s.delete_program(7)?;
+        Ok(())
+    }
+
+    #[test]
+    fn link_ids_are_never_reused() -> Result<()> {
+        let s = Store::in_memory()?;
+        s.insert_programs(&[prog(7, None)])?;
+        let a = s.insert_link(&link(7), Some("xdp/1/3"))?;
+        s.complete_link(a, "/fs/links/1", 9)?;
+        s.delete_link(a)?;
+        let b = s.insert_link(&link(7), Some("xdp/1/3"))?;
+        assert!(b > a, "link id {b} reused after {a}");
+        assert_eq!(s.links_on_hook("xdp/1/3")?.len(), 1);
+        // A program with links cannot be deleted.
+        assert!(s.delete_program(7).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn partial_batch_is_rolled_back() -> Result<()> {
+        let s = Store::in_memory()?;
+        // Duplicate pin path makes the second insert fail: nothing lands.
+        let mut b = prog(8, None);
+        b.pin_path = "/fs/prog_7".into();
+        assert!(s.insert_programs(&[prog(7, None), b]).is_err());
+        assert!(s.programs()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_schema() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+        let path = dir.path().join("store.db");
+        {
+            let s = Store::open(&path)?;
+            s.insert_programs(&[prog(7, None)])?;
+        }
+        let s = Store::open(&path)?;
+        assert_eq!(s.programs()?.len(), 1);
+        Ok(())
+    }
+}
