@@ -277,7 +277,7 @@ impl Manager {
             .map(|(spec, k)| Program {
                 id: k.id,
                 name: spec.name.clone(),
-                kind: spec.kind,
+                kind: k.kind,
                 bytecode: bytecode.clone(),
                 attach_fn: spec.attach_fn.clone(),
                 global_data: req.global_data.clone(),
@@ -350,6 +350,23 @@ impl Manager {
 
     /// Attaches a loaded program; returns the new link.
     pub fn attach(&self, caller: Caller, program_id: u32, spec: AttachSpec) -> Result<Link> {
+        self.attach_with_metadata(caller, program_id, spec, BTreeMap::new())
+    }
+
+    /// Attaches a loaded program, recording `metadata` on the link.
+    pub fn attach_with_metadata(
+        &self,
+        caller: Caller,
+        program_id: u32,
+        mut spec: AttachSpec,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Link> {
+        // Default proceed-on, as upstream: XDP pass; TC ok and pipe; both dispatcher_return.
+        match &mut spec {
+            AttachSpec::Xdp(h) if h.proceed_on.is_empty() => h.proceed_on = vec![2, 31],
+            AttachSpec::Tc(h) if h.proceed_on.is_empty() => h.proceed_on = vec![0, 3, 30],
+            _ => {}
+        }
         let plock = self.lock(format!("prog/{program_id}"));
         let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let p = self.managed(program_id)?;
@@ -480,7 +497,7 @@ impl Manager {
             ifindex,
             kernel_link_id: 0,
             pin_path: String::new(),
-            metadata: BTreeMap::new(),
+            metadata,
             owner: caller,
             created_at: now_rfc3339(),
             position,

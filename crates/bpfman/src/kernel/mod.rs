@@ -37,6 +37,8 @@ pub struct LoadPlan<'a> {
 #[derive(Debug, Clone)]
 pub struct LoadedProgram {
     pub id: u32,
+    /// The kind as the ELF section says (kprobe or kretprobe, uprobe or uretprobe).
+    pub kind: ProgramKind,
     pub tag: String,
     pub pin_path: PathBuf,
 }
@@ -161,7 +163,7 @@ impl Kernel {
                         available.join(", ")
                     ))
                 })?;
-                self.load_one(prog, spec)?;
+                let kind = self.load_one(prog, spec)?;
                 let info = prog
                     .info()
                     .map_err(|e| kerr(format!("reading info of '{}'", spec.name), e))?;
@@ -171,6 +173,7 @@ impl Kernel {
                     .map_err(|e| kerr(format!("pinning '{}' at {}", spec.name, pin.display()), e))?;
                 done.push(LoadedProgram {
                     id,
+                    kind,
                     tag: format!("{:016x}", info.tag()),
                     pin_path: pin,
                 });
@@ -223,7 +226,7 @@ impl Kernel {
         })
     }
 
-    fn load_one(&self, prog: &mut Program, spec: &ProgramSpec) -> Result<()> {
+    fn load_one(&self, prog: &mut Program, spec: &ProgramSpec) -> Result<ProgramKind> {
         let section_kind = match &*prog {
             Program::Xdp(_) => "xdp",
             Program::SchedClassifier(_) => "tc",
@@ -236,8 +239,12 @@ impl Kernel {
             Program::FExit(_) => "fexit",
             _ => "unsupported",
         };
+        // The section decides entry or return probe (upstream's rule): a kprobe or uprobe
+        // request takes either flavour; the flavour is reported back.
         let fits = match spec.kind {
             ProgramKind::Tc | ProgramKind::Tcx => section_kind == "tc",
+            ProgramKind::Kprobe | ProgramKind::Kretprobe => section_kind.starts_with("k"),
+            ProgramKind::Uprobe | ProgramKind::Uretprobe => section_kind.starts_with("u"),
             k => section_kind == k.as_str(),
         };
         if !fits {
@@ -247,7 +254,14 @@ impl Kernel {
                 spec.name, spec.kind, spec.name
             )));
         }
-        let what = format!("loading {} program '{}'", spec.kind, spec.name);
+        let actual = match section_kind {
+            "kretprobe" => ProgramKind::Kretprobe,
+            "kprobe" => ProgramKind::Kprobe,
+            "uretprobe" => ProgramKind::Uretprobe,
+            "uprobe" => ProgramKind::Uprobe,
+            _ => spec.kind,
+        };
+        let what = format!("loading {} program '{}'", actual, spec.name);
         let r = match prog {
             Program::Xdp(p) => p.load(),
             Program::SchedClassifier(p) => p.load(),
@@ -275,7 +289,8 @@ impl Kernel {
             } else {
                 kerr(&what, e)
             }
-        })
+        })?;
+        Ok(actual)
     }
 
     fn need_btf(&self) -> Result<&Btf> {

@@ -1,0 +1,621 @@
+//! The command-line client: builds API requests, calls the daemon, prints results.
+//! It never touches the store or the kernel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use bpfman::manager::{TC_PROCEED_ON, XDP_PROCEED_ON};
+use bpfman_api::ext::{self, bpfman_ext_client::BpfmanExtClient};
+use bpfman_api::v1::{self, bpfman_client::BpfmanClient};
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::args::{
+    AttachArgs, AttachTarget, Command, GetCommand, ListCommand, LoadCommand, LoadCommon, NetArgs,
+    Output, SystemCommand,
+};
+use crate::output;
+
+struct Clients {
+    v1: BpfmanClient<Channel>,
+    ext: BpfmanExtClient<Channel>,
+}
+
+async fn connect(socket: &Path) -> anyhow::Result<Clients> {
+    let uri = format!("unix://{}", socket.display());
+    let channel = Endpoint::from_shared(uri)?
+        .connect()
+        .await
+        .map_err(|e| {
+            let hint = match std::os::unix::net::UnixStream::connect(socket) {
+                Err(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                    "permission denied: only root and the daemon's socket group may connect"
+                        .to_string()
+                }
+                Err(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    "no such socket: is `bpfman daemon` running? (--socket / BPFMAN_SOCKET)"
+                        .to_string()
+                }
+                Err(io) => io.to_string(),
+                Ok(_) => e.to_string(),
+            };
+            anyhow!("cannot connect to the daemon at {}: {hint}", socket.display())
+        })?;
+    Ok(Clients {
+        v1: BpfmanClient::new(channel.clone()),
+        ext: BpfmanExtClient::new(channel),
+    })
+}
+
+/// Turns a gRPC status into the daemon's message.
+fn call_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}
+
+fn parse_kv(list: &[String], what: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for item in list.iter().flat_map(|s| s.split(',')) {
+        if item.is_empty() {
+            continue;
+        }
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow!("malformed {what} '{item}': expected KEY=VALUE"))?;
+        if k.is_empty() {
+            bail!("malformed {what} '{item}': the key is empty");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn parse_global(g: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let bad = |why: &str| {
+        anyhow!("malformed --global '{g}': {why}; expected NAME=HEX, e.g. drop_proto=06")
+    };
+    let (name, hex) = g.split_once('=').ok_or_else(|| bad("no '='"))?;
+    if name.is_empty() {
+        return Err(bad("the name is empty"));
+    }
+    let hex = hex.trim_start_matches("0x");
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return Err(bad("the value needs an even number of hex digits"));
+    }
+    let bytes = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad("the value is not hex"))?;
+    Ok((name.to_string(), bytes))
+}
+
+fn load_info(spec: &str) -> anyhow::Result<v1::LoadInfo> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (kind, name, attach) = match parts.as_slice() {
+        [k, n] => (*k, *n, None),
+        [k, n, a] => (*k, *n, Some(*a)),
+        _ => bail!("malformed --programs '{spec}': expected TYPE:FUNCTION[:ATTACH_FUNCTION]"),
+    };
+    if name.is_empty() {
+        bail!("malformed --programs '{spec}': the function name is empty");
+    }
+    use v1::BpfmanProgramType as T;
+    let t = match kind {
+        "xdp" => T::Xdp,
+        "tc" => T::Tc,
+        "tcx" => T::Tcx,
+        "tracepoint" => T::Tracepoint,
+        "kprobe" | "kretprobe" => T::Kprobe,
+        "uprobe" | "uretprobe" => T::Uprobe,
+        "fentry" => T::Fentry,
+        "fexit" => T::Fexit,
+        other => bail!(
+            "unknown program type '{other}' in --programs '{spec}': use xdp, tc, tcx, tracepoint, \
+             kprobe, kretprobe, uprobe, uretprobe, fentry or fexit"
+        ),
+    };
+    let info = match (t, attach) {
+        (T::Fentry, Some(f)) => Some(v1::prog_specific_info::Info::FentryLoadInfo(
+            v1::FentryLoadInfo { fn_name: f.into() },
+        )),
+        (T::Fexit, Some(f)) => Some(v1::prog_specific_info::Info::FexitLoadInfo(
+            v1::FexitLoadInfo { fn_name: f.into() },
+        )),
+        (T::Fentry | T::Fexit, None) => bail!(
+            "{kind} program '{name}' needs the kernel function: --programs {kind}:{name}:FUNCTION"
+        ),
+        (_, Some(_)) => bail!(
+            "--programs '{spec}': only fentry and fexit take an attach function"
+        ),
+        _ => None,
+    };
+    Ok(v1::LoadInfo {
+        name: name.to_string(),
+        program_type: t as i32,
+        info: info.map(|i| v1::ProgSpecificInfo { info: Some(i) }),
+    })
+}
+
+fn load_request(location: v1::bytecode_location::Location, c: &LoadCommon) -> anyhow::Result<v1::LoadRequest> {
+    let mut metadata = parse_kv(&c.metadata, "--metadata")?;
+    if let Some(app) = &c.application {
+        metadata.insert("bpfman_application".into(), app.clone());
+    }
+    let global_data = c
+        .global
+        .iter()
+        .map(|g| parse_global(g))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    Ok(v1::LoadRequest {
+        bytecode: Some(v1::BytecodeLocation {
+            location: Some(location),
+        }),
+        metadata,
+        global_data,
+        uuid: None,
+        map_owner_id: c.map_owner_id,
+        info: c
+            .programs
+            .iter()
+            .map(|p| load_info(p))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    })
+}
+
+fn proceed_on(names: &[String], table: &[(&str, i32)], kind: &str) -> anyhow::Result<Vec<i32>> {
+    names
+        .iter()
+        .flat_map(|n| n.split(','))
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            table
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, c)| *c)
+                .ok_or_else(|| {
+                    let all: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+                    anyhow!("unknown {kind} --proceed-on '{n}': use {}", all.join(", "))
+                })
+        })
+        .collect()
+}
+
+fn attach_info(t: &AttachTarget) -> anyhow::Result<v1::attach_info::Info> {
+    use v1::attach_info::Info;
+    let md = |m: &[String]| parse_kv(m, "--metadata");
+    Ok(match t {
+        AttachTarget::Xdp { net, proceed_on: p } => {
+            let NetArgs {
+                iface,
+                priority,
+                netns,
+                metadata,
+            } = net;
+            Info::XdpAttachInfo(v1::XdpAttachInfo {
+                priority: *priority,
+                iface: iface.clone(),
+                position: 0,
+                proceed_on: proceed_on(p, XDP_PROCEED_ON, "xdp")?,
+                netns: netns.clone(),
+                metadata: md(metadata)?,
+            })
+        }
+        AttachTarget::Tc {
+            direction,
+            net,
+            proceed_on: p,
+        } => Info::TcAttachInfo(v1::TcAttachInfo {
+            priority: net.priority,
+            iface: net.iface.clone(),
+            position: 0,
+            direction: direction.clone(),
+            proceed_on: proceed_on(p, TC_PROCEED_ON, "tc")?,
+            netns: net.netns.clone(),
+            metadata: md(&net.metadata)?,
+        }),
+        AttachTarget::Tcx { direction, net } => Info::TcxAttachInfo(v1::TcxAttachInfo {
+            priority: net.priority,
+            iface: net.iface.clone(),
+            position: 0,
+            direction: direction.clone(),
+            netns: net.netns.clone(),
+            metadata: md(&net.metadata)?,
+        }),
+        AttachTarget::Tracepoint {
+            tracepoint,
+            metadata,
+        } => Info::TracepointAttachInfo(v1::TracepointAttachInfo {
+            tracepoint: tracepoint.clone(),
+            metadata: md(metadata)?,
+        }),
+        AttachTarget::Kprobe {
+            fn_name,
+            offset,
+            container_pid,
+            metadata,
+        } => Info::KprobeAttachInfo(v1::KprobeAttachInfo {
+            fn_name: fn_name.clone(),
+            offset: *offset,
+            container_pid: *container_pid,
+            metadata: md(metadata)?,
+        }),
+        AttachTarget::Uprobe {
+            target,
+            fn_name,
+            offset,
+            pid,
+            container_pid,
+            metadata,
+        } => Info::UprobeAttachInfo(v1::UprobeAttachInfo {
+            fn_name: fn_name.clone(),
+            offset: *offset,
+            target: target.clone(),
+            pid: *pid,
+            container_pid: *container_pid,
+            metadata: md(metadata)?,
+        }),
+        AttachTarget::Fentry { metadata } => Info::FentryAttachInfo(v1::FentryAttachInfo {
+            metadata: md(metadata)?,
+        }),
+        AttachTarget::Fexit { metadata } => Info::FexitAttachInfo(v1::FexitAttachInfo {
+            metadata: md(metadata)?,
+        }),
+    })
+}
+
+/// bpfman's own records (kind, owner) by program id.
+async fn records(c: &mut Clients) -> anyhow::Result<HashMap<u32, ext::ProgramRecord>> {
+    let r = c
+        .ext
+        .list_program_records(ext::ListProgramRecordsRequest {})
+        .await
+        .map_err(call_err)?
+        .into_inner();
+    Ok(r.programs.into_iter().map(|p| (p.id, p)).collect())
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Kind names (bpfman's and the kernel's) to the kernel's bpf_prog_type number.
+fn kernel_type_number(name: &str) -> anyhow::Result<u32> {
+    let n = match name {
+        "xdp" => 6,
+        "tc" | "tcx" | "sched_cls" => 3,
+        "tracepoint" => 5,
+        "kprobe" | "kretprobe" | "uprobe" | "uretprobe" => 2,
+        "fentry" | "fexit" | "tracing" => 26,
+        other => (0..64)
+            .find(|n| output::kernel_type_name(*n) == other)
+            .ok_or_else(|| anyhow!("unknown program type '{other}'"))?,
+    };
+    Ok(n)
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+pub fn run(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cmd, socket, out))
+}
+
+async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result<()> {
+    // Parse everything the user typed before connecting, so typos fail fast.
+    match cmd {
+        Command::Daemon(_) => unreachable_daemon(),
+        Command::Load(load) => {
+            let (req, kinds) = match &load {
+                LoadCommand::File { path, common } => {
+                    let f = absolute(path)?.display().to_string();
+                    (
+                        load_request(v1::bytecode_location::Location::File(f), common)?,
+                        &common.programs,
+                    )
+                }
+                LoadCommand::Image {
+                    image_url,
+                    pull_policy,
+                    registry_auth,
+                    common,
+                } => {
+                    let policy = match pull_policy.as_str() {
+                        "Always" => 0,
+                        "IfNotPresent" => 1,
+                        "Never" => 2,
+                        other => bail!(
+                            "unknown --pull-policy '{other}': use Always, IfNotPresent or Never"
+                        ),
+                    };
+                    let (username, password) = match registry_auth {
+                        Some(a) => {
+                            let (u, p) = decode_auth(a)?;
+                            (Some(u), Some(p))
+                        }
+                        None => (None, None),
+                    };
+                    (
+                        load_request(
+                            v1::bytecode_location::Location::Image(v1::BytecodeImage {
+                                url: image_url.clone(),
+                                image_pull_policy: policy,
+                                username,
+                                password,
+                            }),
+                            common,
+                        )?,
+                        &common.programs,
+                    )
+                }
+            };
+            let _ = kinds;
+            let mut c = connect(&socket).await?;
+            let resp = c.v1.load(req).await.map_err(call_err)?.into_inner();
+            let recs = records(&mut c).await?;
+            let progs: Vec<Value> = resp
+                .programs
+                .iter()
+                .filter_map(|p| {
+                    let k = p.kernel_info.as_ref()?;
+                    Some(output::program_json(p.info.as_ref(), k, recs.get(&k.id)))
+                })
+                .collect();
+            match out {
+                Output::Json => print_json(&Value::Array(progs)),
+                Output::Table => {
+                    println!("{}", output::programs_table(&progs));
+                    Ok(())
+                }
+            }
+        }
+        Command::Unload { id } => {
+            let mut c = connect(&socket).await?;
+            c.v1.unload(v1::UnloadRequest { id }).await.map_err(call_err)?;
+            match out {
+                Output::Json => print_json(&json!({ "unloaded": id })),
+                Output::Table => {
+                    println!("unloaded program {id}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Attach(AttachArgs { program_id, target }) => {
+            let info = attach_info(&target)?;
+            let mut c = connect(&socket).await?;
+            let r = c
+                .v1
+                .attach(v1::AttachRequest {
+                    id: program_id,
+                    attach: Some(v1::AttachInfo { info: Some(info) }),
+                })
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&json!({ "link_id": r.link_id, "program_id": program_id })),
+                Output::Table => {
+                    println!("attached program {program_id}: link {}", r.link_id);
+                    Ok(())
+                }
+            }
+        }
+        Command::Detach { link_id } => {
+            let mut c = connect(&socket).await?;
+            c.v1.detach(v1::DetachRequest { link_id }).await.map_err(call_err)?;
+            match out {
+                Output::Json => print_json(&json!({ "detached": link_id })),
+                Output::Table => {
+                    println!("detached link {link_id}");
+                    Ok(())
+                }
+            }
+        }
+        Command::List(ListCommand::Programs {
+            program_type,
+            application,
+            metadata_selector,
+            all,
+        }) => {
+            let mut match_metadata = parse_kv(&metadata_selector, "--metadata-selector")?;
+            if let Some(app) = application {
+                match_metadata.insert("bpfman_application".into(), app);
+            }
+            let kind_filter = program_type.clone();
+            let kt = program_type.as_deref().map(kernel_type_number).transpose()?;
+            let mut c = connect(&socket).await?;
+            let r = c
+                .v1
+                .list(v1::ListRequest {
+                    program_type: kt,
+                    bpfman_programs_only: Some(!all),
+                    match_metadata,
+                })
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            let recs = records(&mut c).await?;
+            let progs: Vec<Value> = r
+                .results
+                .iter()
+                .filter_map(|p| {
+                    let k = p.kernel_info.as_ref()?;
+                    let rec = recs.get(&k.id);
+                    // bpfman kinds finer than the kernel's (kretprobe vs kprobe) filter here.
+                    if let (Some(want), Some(rec)) = (&kind_filter, rec)
+                        && ["tc", "tcx", "kprobe", "kretprobe", "uprobe", "uretprobe", "fentry", "fexit"]
+                            .contains(&want.as_str())
+                        && rec.kind != *want
+                    {
+                        return None;
+                    }
+                    Some(output::program_json(p.info.as_ref(), k, rec))
+                })
+                .collect();
+            match out {
+                Output::Json => print_json(&Value::Array(progs)),
+                Output::Table => {
+                    println!("{}", output::programs_table(&progs));
+                    Ok(())
+                }
+            }
+        }
+        Command::List(ListCommand::Links { program_id }) => {
+            let mut c = connect(&socket).await?;
+            let r = c
+                .ext
+                .list_links(ext::ListLinksRequest { program_id })
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&Value::Array(r.links.iter().map(output::link_json).collect())),
+                Output::Table => {
+                    println!("{}", output::links_table(&r.links));
+                    Ok(())
+                }
+            }
+        }
+        Command::Get(GetCommand::Program { id }) => {
+            let mut c = connect(&socket).await?;
+            let r = c.v1.get(v1::GetRequest { id }).await.map_err(call_err)?.into_inner();
+            let recs = records(&mut c).await?;
+            let k = r
+                .kernel_info
+                .ok_or_else(|| anyhow!("the daemon returned no kernel info for program {id}"))?;
+            let v = output::program_json(r.info.as_ref(), &k, recs.get(&id));
+            match out {
+                Output::Json => print_json(&v),
+                Output::Table => {
+                    println!("{}", output::program_detail(&v));
+                    Ok(())
+                }
+            }
+        }
+        Command::Get(GetCommand::Link { link_id }) => {
+            let mut c = connect(&socket).await?;
+            let l = c
+                .ext
+                .get_link(ext::GetLinkRequest { link_id })
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&output::link_json(&l)),
+                Output::Table => {
+                    println!("{}", output::link_detail(&l));
+                    Ok(())
+                }
+            }
+        }
+        Command::System(SystemCommand::Info) => {
+            let mut c = connect(&socket).await?;
+            let i = c
+                .ext
+                .system_info(ext::SystemInfoRequest {})
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&json!({
+                    "kernel_release": i.kernel_release,
+                    "features": i.features.iter().map(|f| (f.name.clone(), json!({"supported": f.supported, "detail": f.detail}))).collect::<serde_json::Map<_, _>>(),
+                    "daemon_version": i.daemon_version,
+                    "daemon_pid": i.daemon_pid,
+                    "runtime_dir": i.runtime_dir,
+                    "bpffs": i.bpffs,
+                    "database": i.database,
+                    "socket": i.socket,
+                    "programs": i.programs,
+                    "links": i.links,
+                })),
+                Output::Table => {
+                    println!("kernel:  {}", i.kernel_release);
+                    println!("daemon:  bpfman {} (pid {})", i.daemon_version, i.daemon_pid);
+                    println!("runtime: {}", i.runtime_dir);
+                    println!("bpffs:   {}", i.bpffs);
+                    println!("store:   {}", i.database);
+                    println!("socket:  {}", i.socket);
+                    println!("managed: {} programs, {} links", i.programs, i.links);
+                    println!("\nkernel features:");
+                    for f in &i.features {
+                        println!(
+                            "  {:<10} {:<4} {}",
+                            f.name,
+                            if f.supported { "yes" } else { "no" },
+                            f.detail
+                        );
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn unreachable_daemon() -> anyhow::Result<()> {
+    bail!("the daemon is not a client command")
+}
+
+/// Decodes base64("user:password").
+fn decode_auth(b64: &str) -> anyhow::Result<(String, String)> {
+    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in b64.trim().bytes().filter(|c| *c != b'=') {
+        let v = ALPHA
+            .iter()
+            .position(|a| *a == c)
+            .ok_or_else(|| anyhow!("--registry-auth is not base64"))? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| anyhow!("--registry-auth is not UTF-8 user:password"))?;
+    let (u, p) = s
+        .split_once(':')
+        .ok_or_else(|| anyhow!("--registry-auth must encode user:password"))?;
+    Ok((u.to_string(), p.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globals_parse_or_say_why() {
+        assert_eq!(parse_global("x=0a0B").ok(), Some(("x".into(), vec![10, 11])));
+        for bad in ["x", "=01", "x=1", "x=zz", "x="] {
+            let e = parse_global(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("NAME=HEX"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn programs_parse() {
+        assert!(load_info("xdp:f").is_ok());
+        assert!(load_info("fentry:f:do_unlinkat").is_ok());
+        assert!(load_info("fentry:f").is_err());
+        assert!(load_info("xdp:f:g").is_err());
+        assert!(load_info("socket:f").is_err());
+    }
+
+    #[test]
+    fn auth_decodes() {
+        // "alice:s3cret"
+        assert_eq!(
+            decode_auth("YWxpY2U6czNjcmV0").ok(),
+            Some(("alice".into(), "s3cret".into()))
+        );
+    }
+}

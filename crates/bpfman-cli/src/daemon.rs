@@ -1,0 +1,160 @@
+//! `bpfman daemon`: mounts bpffs, opens the manager (store + kernel, reconciled), and
+//! serves the API on a unix socket until SIGTERM or SIGINT. Programs stay pinned and
+//! keep running after it exits.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bpfman::config::Config;
+use bpfman::manager::{Manager, Paths};
+use bpfman_api::ext::bpfman_ext_server::BpfmanExtServer;
+use bpfman_api::v1::bpfman_server::BpfmanServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+use crate::args::DaemonArgs;
+use crate::server::Service;
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    if is_bpffs(path) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        path,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting bpffs at {} (needs CAP_SYS_ADMIN)", path.display()))?;
+    info!("mounted bpffs at {}", path.display());
+    Ok(())
+}
+
+/// Tracepoints resolve through tracefs; mount it where the kernel expects it if nobody did.
+fn ensure_tracefs() {
+    let t = Path::new("/sys/kernel/tracing");
+    if t.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return;
+    }
+    match nix::mount::mount(
+        Some("tracefs"),
+        t,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        Ok(()) => info!("mounted tracefs at {}", t.display()),
+        Err(e) => warn!("tracefs is not mounted and mounting it failed ({e}): tracepoints will not attach"),
+    }
+}
+
+fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        // A live daemon answers on it; a stale socket file from a killed one does not.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another daemon is serving on {}; stop it or give --socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    if let Some(g) = group {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => nix::unistd::Gid::from_raw(n),
+            Err(_) => {
+                nix::unistd::Group::from_name(g)
+                    .with_context(|| format!("looking up group {g}"))?
+                    .with_context(|| format!("socket_group '{g}' does not exist (groupadd {g})"))?
+                    .gid
+            }
+        };
+        nix::unistd::chown(path, None, Some(gid))
+            .with_context(|| format!("chown :{g} {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BPFMAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let required = args.config != Path::new("/etc/bpfman/bpfman.toml");
+    let config = Config::load(&args.config, required).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let paths = Paths::new(&args.runtime_dir, &socket);
+    ensure_bpffs(&paths.bpffs)?;
+    ensure_tracefs();
+    let (manager, report) = Manager::open(paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    info!(
+        "reconciled store with bpffs: {} difference(s) repaired",
+        report.actions.len()
+    );
+    for f in &manager.features().list {
+        info!(
+            feature = %f.name,
+            supported = f.supported,
+            "{}", f.detail
+        );
+    }
+    let service = Service {
+        manager: Arc::new(manager),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = bind_socket(&socket, config.api.socket_group.as_deref())?;
+        info!("serving on {}", socket.display());
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!("cannot watch SIGTERM: {e}");
+                        std::future::pending::<()>().await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            info!("shutting down; programs stay pinned and attached");
+        };
+        tonic::transport::Server::builder()
+            .add_service(BpfmanServer::new(service.clone()))
+            .add_service(BpfmanExtServer::new(service))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+            .await
+            .context("serving the API")?;
+        let _ = std::fs::remove_file(&socket);
+        Ok(())
+    })
+}

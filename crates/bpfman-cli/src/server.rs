@@ -1,0 +1,536 @@
+//! The gRPC layer: translates requests into manager calls and results back. No rules here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bpfman::manager::{ListFilter, Manager, ProgramView};
+use bpfman::model::{
+    AttachSpec, Bytecode, Caller, Direction, Link, LoadRequest, NetHook, Program, ProgramKind,
+    ProgramSpec,
+};
+use bpfman::{Error, ErrorKind};
+use bpfman_api::ext::{self, bpfman_ext_server::BpfmanExt};
+use bpfman_api::v1::{self, bpfman_server::Bpfman};
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+#[derive(Clone)]
+pub struct Service {
+    pub manager: Arc<Manager>,
+    pub version: &'static str,
+}
+
+fn status(e: Error) -> Status {
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(e.message()),
+        ErrorKind::NotFound => Status::not_found(e.message()),
+        ErrorKind::AlreadyExists => Status::already_exists(e.message()),
+        ErrorKind::FailedPrecondition | ErrorKind::Unsupported => {
+            Status::failed_precondition(e.message())
+        }
+        ErrorKind::PermissionDenied => Status::permission_denied(e.message()),
+        ErrorKind::Kernel => Status::aborted(e.message()),
+        ErrorKind::Internal => Status::internal(e.message()),
+    }
+}
+
+/// The caller, from the kernel's credentials of the connection (SO_PEERCRED).
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid().unwrap_or(0),
+    })
+}
+
+impl Service {
+    /// Runs a manager call on a blocking thread (kernel work blocks).
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Manager) -> bpfman::Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let m = self.manager.clone();
+        match tokio::task::spawn_blocking(move || f(&m)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if bpfman::manager::is_client_error(&e) {
+                    tracing::info!("request refused: {e}");
+                } else {
+                    warn!("request failed: {e}");
+                }
+                Err(status(e))
+            }
+            Err(e) => Err(Status::internal(format!("worker failed: {e}"))),
+        }
+    }
+}
+
+fn kind_from_v1(t: i32, name: &str) -> Result<ProgramKind, Status> {
+    use v1::BpfmanProgramType as T;
+    Ok(match T::try_from(t) {
+        Ok(T::Xdp) => ProgramKind::Xdp,
+        Ok(T::Tc) => ProgramKind::Tc,
+        Ok(T::Tcx) => ProgramKind::Tcx,
+        Ok(T::Tracepoint) => ProgramKind::Tracepoint,
+        Ok(T::Kprobe) => ProgramKind::Kprobe,
+        Ok(T::Uprobe) => ProgramKind::Uprobe,
+        Ok(T::Fentry) => ProgramKind::Fentry,
+        Ok(T::Fexit) => ProgramKind::Fexit,
+        Ok(T::Lsm) => {
+            return Err(Status::failed_precondition(format!(
+                "program '{name}': LSM programs are not supported by this daemon"
+            )));
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "program '{name}': unknown program type {t}"
+            )));
+        }
+    })
+}
+
+fn bytecode_to_v1(b: &Bytecode) -> v1::BytecodeLocation {
+    v1::BytecodeLocation {
+        location: Some(match b {
+            Bytecode::File(f) => v1::bytecode_location::Location::File(f.clone()),
+            Bytecode::Image { url, pull_policy } => {
+                v1::bytecode_location::Location::Image(v1::BytecodeImage {
+                    url: url.clone(),
+                    image_pull_policy: *pull_policy,
+                    username: None,
+                    password: None,
+                })
+            }
+        }),
+    }
+}
+
+fn program_info(p: &Program, links: &[u32], users: &[u32]) -> v1::ProgramInfo {
+    v1::ProgramInfo {
+        name: p.name.clone(),
+        bytecode: Some(bytecode_to_v1(&p.bytecode)),
+        links: links.to_vec(),
+        global_data: p.global_data.clone().into_iter().collect(),
+        map_owner_id: p.map_owner_id,
+        map_pin_path: p.map_pin_path.clone(),
+        map_used_by: users.iter().map(|u| u.to_string()).collect(),
+        metadata: p.metadata.clone().into_iter().collect(),
+    }
+}
+
+fn kernel_info(k: &bpfman::kernel::KernelProgram) -> v1::KernelProgramInfo {
+    v1::KernelProgramInfo {
+        id: k.id,
+        name: k.name.clone(),
+        program_type: k.program_type,
+        loaded_at: k.loaded_at.clone(),
+        tag: k.tag.clone(),
+        gpl_compatible: k.gpl_compatible,
+        map_ids: k.map_ids.clone(),
+        btf_id: k.btf_id,
+        bytes_xlated: k.bytes_xlated,
+        jited: k.jited,
+        bytes_jited: k.bytes_jited,
+        bytes_memlock: k.bytes_memlock,
+        verified_insns: k.verified_insns,
+    }
+}
+
+fn view_info(v: &ProgramView) -> Option<v1::ProgramInfo> {
+    v.program
+        .as_ref()
+        .map(|p| program_info(p, &v.links, &v.map_used_by))
+}
+
+fn hook(
+    iface: String,
+    priority: i32,
+    proceed_on: Vec<i32>,
+    netns: Option<String>,
+    direction: Option<&str>,
+) -> Result<NetHook, Status> {
+    let direction = match direction {
+        Some(d) => Some(d.parse::<Direction>().map_err(status)?),
+        None => None,
+    };
+    Ok(NetHook {
+        iface,
+        priority,
+        proceed_on,
+        netns: netns.filter(|n| !n.is_empty()),
+        direction,
+    })
+}
+
+fn attach_spec(info: v1::AttachInfo) -> Result<(AttachSpec, BTreeMap<String, String>), Status> {
+    use v1::attach_info::Info;
+    let info = info
+        .info
+        .ok_or_else(|| Status::invalid_argument("attach info names no attach type"))?;
+    Ok(match info {
+        Info::XdpAttachInfo(x) => (
+            AttachSpec::Xdp(hook(x.iface, x.priority, x.proceed_on, x.netns, None)?),
+            x.metadata.into_iter().collect(),
+        ),
+        Info::TcAttachInfo(x) => (
+            AttachSpec::Tc(hook(
+                x.iface,
+                x.priority,
+                x.proceed_on,
+                x.netns,
+                Some(&x.direction),
+            )?),
+            x.metadata.into_iter().collect(),
+        ),
+        Info::TcxAttachInfo(x) => (
+            AttachSpec::Tcx(hook(x.iface, x.priority, vec![], x.netns, Some(&x.direction))?),
+            x.metadata.into_iter().collect(),
+        ),
+        Info::TracepointAttachInfo(x) => (
+            AttachSpec::Tracepoint {
+                tracepoint: x.tracepoint,
+            },
+            x.metadata.into_iter().collect(),
+        ),
+        Info::KprobeAttachInfo(x) => (
+            AttachSpec::Kprobe {
+                fn_name: x.fn_name,
+                offset: x.offset,
+                container_pid: x.container_pid,
+            },
+            x.metadata.into_iter().collect(),
+        ),
+        Info::UprobeAttachInfo(x) => (
+            AttachSpec::Uprobe {
+                fn_name: x.fn_name.filter(|f| !f.is_empty()),
+                offset: x.offset,
+                target: x.target,
+                pid: x.pid,
+                container_pid: x.container_pid,
+            },
+            x.metadata.into_iter().collect(),
+        ),
+        Info::FentryAttachInfo(x) => (AttachSpec::Fentry, x.metadata.into_iter().collect()),
+        Info::FexitAttachInfo(x) => (AttachSpec::Fexit, x.metadata.into_iter().collect()),
+        Info::LsmAttachInfo(_) => {
+            return Err(Status::failed_precondition(
+                "LSM programs are not supported by this daemon",
+            ));
+        }
+    })
+}
+
+fn link_info(l: &Link, program_name: String) -> ext::LinkInfo {
+    let h = l.spec.net_hook();
+    let mut details = BTreeMap::new();
+    match &l.spec {
+        AttachSpec::Tracepoint { tracepoint } => {
+            details.insert("tracepoint".to_string(), tracepoint.clone());
+        }
+        AttachSpec::Kprobe {
+            fn_name, offset, ..
+        } => {
+            details.insert("fn_name".into(), fn_name.clone());
+            details.insert("offset".into(), offset.to_string());
+        }
+        AttachSpec::Uprobe {
+            fn_name,
+            offset,
+            target,
+            pid,
+            container_pid,
+        } => {
+            if let Some(f) = fn_name {
+                details.insert("fn_name".into(), f.clone());
+            }
+            details.insert("offset".into(), offset.to_string());
+            details.insert("target".into(), target.clone());
+            if let Some(p) = pid {
+                details.insert("pid".into(), p.to_string());
+            }
+            if let Some(p) = container_pid {
+                details.insert("container_pid".into(), p.to_string());
+            }
+        }
+        _ => {}
+    }
+    if let Some(i) = l.ifindex {
+        details.insert("ifindex".into(), i.to_string());
+    }
+    ext::LinkInfo {
+        link_id: l.id,
+        program_id: l.program_id,
+        program_name,
+        kind: l.spec.name().to_string(),
+        target: l.spec.target(),
+        iface: h.map(|h| h.iface.clone()).unwrap_or_default(),
+        direction: h
+            .and_then(|h| h.direction)
+            .map(|d| d.as_str().to_string())
+            .unwrap_or_default(),
+        priority: h.map(|h| h.priority).unwrap_or(0),
+        position: l.position,
+        proceed_on: h.map(|h| h.proceed_on.clone()).unwrap_or_default(),
+        netns: h.and_then(|h| h.netns.clone()),
+        kernel_link_id: l.kernel_link_id,
+        pin_path: l.pin_path.clone(),
+        metadata: l.metadata.clone().into_iter().collect(),
+        owner: Some(ext::Owner {
+            uid: l.owner.uid,
+            gid: l.owner.gid,
+            pid: l.owner.pid,
+        }),
+        created_at: l.created_at.clone(),
+        details: details.into_iter().collect(),
+        dispatcher_revision: 0,
+    }
+}
+
+#[tonic::async_trait]
+impl Bpfman for Service {
+    async fn load(
+        &self,
+        request: Request<v1::LoadRequest>,
+    ) -> Result<Response<v1::LoadResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let bytecode = match r.bytecode.and_then(|b| b.location) {
+            Some(v1::bytecode_location::Location::File(f)) => Bytecode::File(f),
+            Some(v1::bytecode_location::Location::Image(i)) => Bytecode::Image {
+                url: i.url,
+                pull_policy: i.image_pull_policy,
+            },
+            None => return Err(Status::invalid_argument("load needs bytecode: a file or an image")),
+        };
+        let mut programs = Vec::new();
+        for info in r.info {
+            let kind = kind_from_v1(info.program_type, &info.name)?;
+            let attach_fn = info.info.and_then(|i| i.info).and_then(|i| match i {
+                v1::prog_specific_info::Info::FentryLoadInfo(f) => Some(f.fn_name),
+                v1::prog_specific_info::Info::FexitLoadInfo(f) => Some(f.fn_name),
+                v1::prog_specific_info::Info::LsmLoadInfo(l) => Some(l.hook_name),
+            });
+            programs.push(ProgramSpec {
+                name: info.name,
+                kind,
+                attach_fn,
+            });
+        }
+        let mut metadata: BTreeMap<String, String> = r.metadata.into_iter().collect();
+        if let Some(uuid) = r.uuid {
+            metadata.insert("bpfman.io/uuid".into(), uuid);
+        }
+        let req = LoadRequest {
+            bytecode: Some(bytecode),
+            programs,
+            global_data: r.global_data.into_iter().collect(),
+            metadata,
+            map_owner_id: r.map_owner_id,
+        };
+        let views = self
+            .run(move |m| {
+                let loaded = m.load(who, req)?;
+                loaded.into_iter().map(|p| m.get(p.id)).collect::<bpfman::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(Response::new(v1::LoadResponse {
+            programs: views
+                .iter()
+                .map(|v| v1::LoadResponseInfo {
+                    info: view_info(v),
+                    kernel_info: Some(kernel_info(&v.kernel)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn unload(
+        &self,
+        request: Request<v1::UnloadRequest>,
+    ) -> Result<Response<v1::UnloadResponse>, Status> {
+        let who = caller(&request)?;
+        let id = request.into_inner().id;
+        self.run(move |m| m.unload(who, id)).await?;
+        Ok(Response::new(v1::UnloadResponse {}))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<v1::AttachRequest>,
+    ) -> Result<Response<v1::AttachResponse>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let (spec, metadata) = attach_spec(
+            r.attach
+                .ok_or_else(|| Status::invalid_argument("attach request has no attach info"))?,
+        )?;
+        let id = r.id;
+        let link = self
+            .run(move |m| m.attach_with_metadata(who, id, spec, metadata))
+            .await?;
+        Ok(Response::new(v1::AttachResponse { link_id: link.id }))
+    }
+
+    async fn detach(
+        &self,
+        request: Request<v1::DetachRequest>,
+    ) -> Result<Response<v1::DetachResponse>, Status> {
+        let who = caller(&request)?;
+        let id = request.into_inner().link_id;
+        self.run(move |m| m.detach(who, id)).await?;
+        Ok(Response::new(v1::DetachResponse {}))
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ListFilter {
+            kernel_type: r.program_type,
+            all: !r.bpfman_programs_only.unwrap_or(true),
+            metadata: r.match_metadata.into_iter().collect(),
+        };
+        let views = self.run(move |m| m.list(&filter)).await?;
+        Ok(Response::new(v1::ListResponse {
+            results: views
+                .iter()
+                .map(|v| v1::list_response::ListResult {
+                    info: view_info(v),
+                    kernel_info: Some(kernel_info(&v.kernel)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn pull_bytecode(
+        &self,
+        request: Request<v1::PullBytecodeRequest>,
+    ) -> Result<Response<v1::PullBytecodeResponse>, Status> {
+        let url = request.into_inner().image.map(|i| i.url).unwrap_or_default();
+        Err(Status::failed_precondition(format!(
+            "pulling {url}: this daemon has no image support yet"
+        )))
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
+        let id = request.into_inner().id;
+        let v = self.run(move |m| m.get(id)).await?;
+        Ok(Response::new(v1::GetResponse {
+            info: view_info(&v),
+            kernel_info: Some(kernel_info(&v.kernel)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl BpfmanExt for Service {
+    async fn list_links(
+        &self,
+        request: Request<ext::ListLinksRequest>,
+    ) -> Result<Response<ext::ListLinksResponse>, Status> {
+        let program_id = request.into_inner().program_id;
+        let links = self
+            .run(move |m| {
+                let links = m.links(program_id)?;
+                links
+                    .iter()
+                    .map(|l| {
+                        let name = m
+                            .program_record(l.program_id)?
+                            .map(|p| p.name)
+                            .unwrap_or_default();
+                        Ok(link_info(l, name))
+                    })
+                    .collect::<bpfman::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(Response::new(ext::ListLinksResponse { links }))
+    }
+
+    async fn get_link(
+        &self,
+        request: Request<ext::GetLinkRequest>,
+    ) -> Result<Response<ext::LinkInfo>, Status> {
+        let id = request.into_inner().link_id;
+        let info = self
+            .run(move |m| {
+                let l = m.link(id)?;
+                let name = m
+                    .program_record(l.program_id)?
+                    .map(|p| p.name)
+                    .unwrap_or_default();
+                Ok(link_info(&l, name))
+            })
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_program_records(
+        &self,
+        _request: Request<ext::ListProgramRecordsRequest>,
+    ) -> Result<Response<ext::ListProgramRecordsResponse>, Status> {
+        let programs = self
+            .run(|m| {
+                Ok(m.list(&ListFilter::default())?
+                    .into_iter()
+                    .filter_map(|v| v.program)
+                    .map(|p| ext::ProgramRecord {
+                        id: p.id,
+                        name: p.name,
+                        kind: p.kind.as_str().to_string(),
+                        owner: Some(ext::Owner {
+                            uid: p.owner.uid,
+                            gid: p.owner.gid,
+                            pid: p.owner.pid,
+                        }),
+                        created_at: p.created_at,
+                        pin_path: p.pin_path,
+                        attach_fn: p.attach_fn,
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(ext::ListProgramRecordsResponse { programs }))
+    }
+
+    async fn system_info(
+        &self,
+        _request: Request<ext::SystemInfoRequest>,
+    ) -> Result<Response<ext::SystemInfoResponse>, Status> {
+        let m = self.manager.clone();
+        let (programs, links) = self.run(|m| m.counts()).await?;
+        let f = m.features();
+        let p = m.paths();
+        Ok(Response::new(ext::SystemInfoResponse {
+            kernel_release: f.kernel_release.clone(),
+            features: f
+                .list
+                .iter()
+                .map(|x| ext::KernelFeature {
+                    name: x.name.clone(),
+                    supported: x.supported,
+                    detail: x.detail.clone(),
+                })
+                .collect(),
+            daemon_version: self.version.to_string(),
+            runtime_dir: p.runtime_dir.display().to_string(),
+            bpffs: p.bpffs.display().to_string(),
+            database: p.database.display().to_string(),
+            socket: p.socket.display().to_string(),
+            daemon_pid: std::process::id(),
+            programs,
+            links,
+        }))
+    }
+}
+

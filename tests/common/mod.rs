@@ -1,0 +1,405 @@
+//! Test harness: a real daemon per test (own runtime dir, bpffs mount and socket), the
+//! real CLI, network namespaces with veth pairs, and map reads through the bpf syscall.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BPFMAN: &str = env!("CARGO_BIN_EXE_bpfman");
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds bpf/ once (clang) and returns the path of an object.
+pub fn obj(name: &str) -> String {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let st = Command::new("make")
+            .arg("-C")
+            .arg(repo().join("bpf"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("running make -C bpf (needs make and clang)");
+        assert!(st.success(), "make -C bpf failed");
+    });
+    repo().join("target/bpf").join(name).display().to_string()
+}
+
+/// Whether this process may do what the suites need (root with CAP_SYS_ADMIN).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (with the reason printed) unless running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::common::is_root() {
+            eprintln!("SKIP {}: needs root (run the suite with sudo)", module_path!());
+            return;
+        }
+    };
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique() -> u32 {
+    SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub runtime: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bpfman-test-")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("bpfman.sock");
+        let runtime = dir.path().join("run");
+        let mut d = Daemon {
+            dir,
+            socket,
+            runtime,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) a daemon on this runtime dir and waits until it answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(BPFMAN)
+            .args(["daemon", "--runtime-dir"])
+            .arg(&self.runtime)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--config")
+            .arg(self.config())
+            .env("BPFMAN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning the daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("daemon exited with {st}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not start: {}", self.log());
+    }
+
+    /// The daemon's config file (empty unless a test writes one).
+    pub fn config(&self) -> PathBuf {
+        let p = self.dir.path().join("bpfman.toml");
+        if !p.exists() {
+            std::fs::write(&p, "").expect("writing config");
+        }
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn bpffs(&self) -> PathBuf {
+        self.runtime.join("fs")
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BPFMAN)
+            .args(args)
+            .env("BPFMAN_SOCKET", &self.socket)
+            .output()
+            .expect("running bpfman")
+    }
+
+    /// Runs the CLI with `-o json`, asserts success and parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["-o", "json"];
+        a.extend_from_slice(args);
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "bpfman {} failed: {}\n--- daemon log ---\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bpfman {} printed no JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Runs the CLI, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "bpfman {} should have failed; stdout: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!err.trim().is_empty(), "bpfman {} failed silently", args.join(" "));
+        err
+    }
+
+    /// Loads and returns the programs (JSON objects).
+    pub fn load(&self, args: &[&str]) -> Vec<Value> {
+        let mut a = vec!["load", "file"];
+        a.extend_from_slice(args);
+        match self.json(&a) {
+            Value::Array(v) => v,
+            other => panic!("load printed {other}"),
+        }
+    }
+
+    pub fn load_one(&self, args: &[&str]) -> u32 {
+        let progs = self.load(args);
+        assert_eq!(progs.len(), 1, "{progs:?}");
+        progs[0]["id"].as_u64().expect("id") as u32
+    }
+
+    pub fn attach(&self, args: &[&str]) -> u32 {
+        let mut a = vec!["attach"];
+        a.extend_from_slice(args);
+        self.json(&a)["link_id"].as_u64().expect("link_id") as u32
+    }
+
+    /// A map of a program, read through its pin.
+    pub fn map_u64(&self, program: u32, map: &str) -> u64 {
+        let p = self.json(&["get", "program", &program.to_string()]);
+        let dir = p["map_pin_path"].as_str().expect("map_pin_path").to_string();
+        read_counter(&Path::new(&dir).join(map))
+    }
+
+    /// Every pin under bpffs (programs, links, maps), sorted.
+    pub fn pins(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let name = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+                    if name.ends_with(".debug") {
+                        continue;
+                    }
+                    if p.is_dir() {
+                        walk(&p, base, out);
+                    } else {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+        walk(&self.bpffs(), &self.bpffs(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        // Unpinning everything frees the programs and detaches their links.
+        let fs = self.bpffs();
+        if let Ok(rd) = std::fs::read_dir(&fs) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.to_string_lossy().ends_with(".debug") {
+                    continue;
+                }
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+        let _ = Command::new("umount").arg(&fs).status();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A network namespace with a veth pair: `host_if` (10.x.y.1) stays in the test's
+/// namespace, `peer_if` (10.x.y.2) is inside `name`. Deleted on drop.
+pub struct Netns {
+    pub name: String,
+    pub host_if: String,
+    pub peer_if: String,
+    pub host_ip: String,
+    pub peer_ip: String,
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("running ip");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let n = unique();
+        let pid = std::process::id() % 10000;
+        let name = format!("bpfman-t{pid}-{n}");
+        let host_if = format!("bh{pid}x{n}");
+        let peer_if = format!("bp{pid}x{n}");
+        let net = format!("10.{}.{}", 200 + (pid % 50), n % 250);
+        let host_ip = format!("{net}.1");
+        let peer_ip = format!("{net}.2");
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            peer_if: peer_if.clone(),
+            host_ip: host_ip.clone(),
+            peer_ip: peer_ip.clone(),
+        };
+        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if]);
+        sh(&["ip", "link", "set", &peer_if, "netns", &name]);
+        sh(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&["ip", "-n", &name, "addr", "add", &format!("{peer_ip}/24"), "dev", &peer_if]);
+        sh(&["ip", "-n", &name, "link", "set", &peer_if, "up"]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        // Wait for the link to come up (first ping may race carrier).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ns.ping() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ns
+    }
+
+    /// One ICMP echo from inside the namespace to the host end; true if answered.
+    pub fn ping(&self) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", &self.host_ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// `count` echoes at `interval` seconds; returns how many were answered.
+    pub fn ping_many(&self, count: u32, interval: &str) -> u32 {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "ping", "-c", &count.to_string(), "-i", interval,
+                "-W", "1", &self.host_ip,
+            ])
+            .output()
+            .expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| {
+                let (_, rest) = l.split_once(" packets transmitted, ")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+    }
+}
+
+/// Reads key 0 of a pinned one-slot u64 array map through the bpf syscall.
+pub fn read_counter(pin: &Path) -> u64 {
+    use std::ffi::CString;
+    let path = CString::new(pin.as_os_str().as_encoded_bytes()).expect("path");
+    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
+    let mut attr = [0u8; 128];
+    attr[..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_mut_ptr(), attr.len()) };
+    assert!(fd >= 0, "BPF_OBJ_GET {}: {}", pin.display(), std::io::Error::last_os_error());
+    let key: u32 = 0;
+    let mut value: u64 = 0;
+    // BPF_MAP_LOOKUP_ELEM: map_fd (u32), pad, key (u64 ptr), value (u64 ptr).
+    let mut attr = [0u8; 128];
+    attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(&key as *const u32 as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(&mut value as *mut u64 as u64).to_ne_bytes());
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 1, attr.as_mut_ptr(), attr.len()) };
+    let err = std::io::Error::last_os_error();
+    unsafe {
+        libc::close(fd as i32);
+    }
+    assert!(r == 0, "BPF_MAP_LOOKUP_ELEM {}: {err}", pin.display());
+    value
+}
+
+/// The features the daemon probed.
+pub fn has_feature(d: &Daemon, name: &str) -> bool {
+    d.json(&["system", "info"])["features"][name]["supported"] == Value::Bool(true)
+}
+
+/// Little-endian hex of a u32, for --global.
+pub fn le_hex(v: u32) -> String {
+    v.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,522 @@
+//! The foundation suite: the real daemon and CLI against the real kernel.
+//! Runs as root. Tests that need kernel features this kernel lacks (kprobe, fentry,
+//! fexit on the host) check the clear refusal here and run fully in the VM
+//! (`scripts/vm-test.sh`), where the same tests find the features present.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Daemon, Netns, has_feature, le_hex, obj};
+use serde_json::Value;
+
+fn getpid_syscalls(n: u32) {
+    for _ in 0..n {
+        unsafe {
+            libc::syscall(libc::SYS_getpid);
+        }
+    }
+}
+
+fn getppid_syscalls(n: u32) {
+    for _ in 0..n {
+        unsafe {
+            libc::syscall(libc::SYS_getppid);
+        }
+    }
+}
+
+/// The uprobe target: a real function in this test binary.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn bpfman_uprobe_target(x: u64) -> u64 {
+    std::hint::black_box(x.wrapping_mul(3).wrapping_add(1))
+}
+
+#[test]
+fn xdp_drop_icmp_stops_ping_and_detach_restores_it() {
+    require_root!();
+    let d = Daemon::start();
+    let ns = Netns::new();
+    assert!(ns.ping(), "no connectivity before attaching anything");
+    let progs = d.load(&["--path", &obj("xdp_test.bpf.o"), "--programs", "xdp:xdp_drop_proto"]);
+    assert_eq!(progs[0]["name"], "xdp_drop_proto");
+    assert_eq!(progs[0]["type"], "xdp");
+    let id = progs[0]["id"].as_u64().unwrap() as u32;
+    let link = d.attach(&[&id.to_string(), "xdp", "--iface", &ns.host_if, "--priority", "50"]);
+    assert!(!ns.ping(), "ping went through an XDP program that drops ICMP");
+    assert!(d.map_u64(id, "xdp_drops") >= 1, "the program counted no drop");
+
+    let links = d.json(&["list", "links"]);
+    assert_eq!(links.as_array().map(|a| a.len()), Some(1));
+    assert_eq!(links[0]["link_id"], link);
+    assert_eq!(links[0]["program_id"], id);
+    assert_eq!(links[0]["iface"], ns.host_if.as_str());
+    assert_eq!(links[0]["priority"], 50);
+    let got = d.json(&["get", "link", &link.to_string()]);
+    assert_eq!(got["type"], "xdp");
+    let prog = d.json(&["get", "program", &id.to_string()]);
+    assert_eq!(prog["links"], serde_json::json!([link]));
+
+    d.json(&["detach", &link.to_string()]);
+    assert!(ns.ping(), "ping still fails after detach");
+    d.json(&["unload", &id.to_string()]);
+    assert!(d.pins().is_empty(), "pins left after unload: {:?}", d.pins());
+}
+
+#[test]
+fn xdp_in_another_network_namespace() {
+    require_root!();
+    let d = Daemon::start();
+    let ns = Netns::new();
+    let id = d.load_one(&["--path", &obj("xdp_test.bpf.o"), "--programs", "xdp:xdp_drop_proto"]);
+    // The peer end lives in the test namespace: only --netns finds it.
+    let err = d.fails(&["attach", &id.to_string(), "xdp", "-i", &ns.peer_if]);
+    assert!(err.contains("does not exist"), "{err}");
+    let link = d.attach(&[
+        &id.to_string(),
+        "xdp",
+        "-i",
+        &ns.peer_if,
+        "--netns",
+        &ns.path(),
+    ]);
+    // Echo replies arrive at the peer and are ICMP: dropped there.
+    assert!(!ns.ping(), "ping went through the peer's ICMP-dropping program");
+    d.json(&["detach", &link.to_string()]);
+    assert!(ns.ping());
+}
+
+#[test]
+fn global_data_changes_behaviour() {
+    require_root!();
+    let d = Daemon::start();
+    let ns = Netns::new();
+    // drop_proto = 6 (TCP): ICMP passes.
+    let tcp = d.load_one(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+        "--global",
+        "drop_proto=06",
+    ]);
+    let p = d.json(&["get", "program", &tcp.to_string()]);
+    assert_eq!(p["global_data"]["drop_proto"], "06");
+    let link = d.attach(&[&tcp.to_string(), "xdp", "-i", &ns.host_if]);
+    assert!(ns.ping(), "a program told to drop TCP dropped ICMP");
+    assert_eq!(d.map_u64(tcp, "xdp_drops"), 0);
+    d.json(&["detach", &link.to_string()]);
+    // drop_proto = 1 (ICMP) explicitly: ping stops.
+    let icmp = d.load_one(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+        "-g",
+        "drop_proto=01",
+    ]);
+    d.attach(&[&icmp.to_string(), "xdp", "-i", &ns.host_if]);
+    assert!(!ns.ping());
+}
+
+#[test]
+fn tracepoint_counts_syscalls_into_a_map() {
+    require_root!();
+    let d = Daemon::start();
+    let me = std::process::id();
+    let id = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_count",
+        "--global",
+        &format!("target_tgid={}", le_hex(me)),
+        "--application",
+        "counter",
+        "--metadata",
+        "team=a,env=test",
+    ]);
+    getpid_syscalls(10);
+    assert_eq!(d.map_u64(id, "tp_hits"), 0, "counted before being attached");
+    let link = d.attach(&[&id.to_string(), "tracepoint", "--tracepoint", "syscalls/sys_enter_getpid"]);
+    getpid_syscalls(100);
+    let hits = d.map_u64(id, "tp_hits");
+    assert!((100..1000).contains(&hits), "expected about 100 getpid calls, counted {hits}");
+    // Metadata and application select it.
+    let sel = d.json(&["list", "programs", "--metadata-selector", "team=a"]);
+    assert_eq!(sel.as_array().map(|a| a.len()), Some(1));
+    assert_eq!(sel[0]["application"], "counter");
+    let none = d.json(&["list", "programs", "--application", "other"]);
+    assert_eq!(none.as_array().map(|a| a.len()), Some(0));
+    d.json(&["detach", &link.to_string()]);
+    getpid_syscalls(100);
+    assert_eq!(d.map_u64(id, "tp_hits"), hits, "counted after detach");
+}
+
+#[test]
+fn uprobe_and_uretprobe_fire_on_a_test_binary() {
+    require_root!();
+    let d = Daemon::start();
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let progs = d.load(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "uprobe:uprobe_count",
+        "uretprobe:uretprobe_count",
+    ]);
+    assert_eq!(progs[0]["type"], "uprobe");
+    assert_eq!(progs[1]["type"], "uretprobe");
+    let up = progs[0]["id"].as_u64().unwrap() as u32;
+    let ret = progs[1]["id"].as_u64().unwrap() as u32;
+    let pid = std::process::id().to_string();
+    for p in [up, ret] {
+        d.attach(&[
+            &p.to_string(),
+            "uprobe",
+            "--target",
+            &exe,
+            "--fn-name",
+            "bpfman_uprobe_target",
+            "--pid",
+            &pid,
+        ]);
+    }
+    for i in 0..25 {
+        bpfman_uprobe_target(i);
+    }
+    // Both programs share the load's maps: they live under the first program.
+    assert_eq!(d.map_u64(up, "uprobe_hits"), 25);
+    assert_eq!(d.map_u64(up, "uretprobe_hits"), 25);
+    let err = d.fails(&[
+        "attach",
+        &up.to_string(),
+        "uprobe",
+        "--target",
+        &exe,
+        "--fn-name",
+        "no_such_function_here",
+    ]);
+    assert!(err.contains("no_such_function_here"), "{err}");
+}
+
+#[test]
+fn tcx_attach_orders_by_priority_and_drops() {
+    require_root!();
+    let d = Daemon::start();
+    let ns = Netns::new();
+    let progs = d.load(&[
+        "--path",
+        &obj("tc_test.bpf.o"),
+        "--programs",
+        "tcx:tc_drop_icmp",
+        "tcx:tc_count",
+    ]);
+    let drop = progs[0]["id"].as_u64().unwrap() as u32;
+    let count = progs[1]["id"].as_u64().unwrap() as u32;
+    // Attach the dropper first at priority 20, then the counter at 10: the counter
+    // must still run first and see every packet.
+    let l_drop = d.attach(&[&drop.to_string(), "tcx", "-d", "ingress", "-i", &ns.host_if, "-p", "20"]);
+    let l_count = d.attach(&[&count.to_string(), "tc", "-d", "ingress", "-i", &ns.host_if, "-p", "10"]);
+    assert!(!ns.ping(), "ICMP passed a TCX program that drops it");
+    let seen = d.map_u64(drop, "tc_seen");
+    let dropped = d.map_u64(drop, "tc_drops");
+    assert!(dropped >= 1 && seen >= dropped, "seen {seen}, dropped {dropped}: counter did not run first");
+    let links = d.json(&["list", "links"]);
+    let pos = |l: u32| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["link_id"] == l)
+            .map(|x| x["position"].clone())
+    };
+    assert_eq!(pos(l_count), Some(Value::from(0)));
+    assert_eq!(pos(l_drop), Some(Value::from(1)));
+    let err = d.fails(&["attach", &drop.to_string(), "tcx", "-d", "ingress", "-i", &ns.host_if]);
+    assert!(err.contains("already attached"), "{err}");
+    d.json(&["detach", &l_drop.to_string()]);
+    assert!(ns.ping(), "ping fails after detaching the dropper");
+    let before = d.map_u64(drop, "tc_seen");
+    assert!(ns.ping());
+    assert!(d.map_u64(drop, "tc_seen") > before, "the counter stopped counting");
+}
+
+#[test]
+fn map_sharing_really_shares() {
+    require_root!();
+    let d = Daemon::start();
+    let me = le_hex(std::process::id());
+    let global = format!("target_tgid={me}");
+    let owner = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_shared",
+        "-g",
+        &global,
+    ]);
+    let user = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_shared",
+        "-g",
+        &global,
+        "--map-owner-id",
+        &owner.to_string(),
+    ]);
+    let o = d.json(&["get", "program", &owner.to_string()]);
+    let u = d.json(&["get", "program", &user.to_string()]);
+    assert_eq!(u["map_owner_id"], owner);
+    assert_eq!(u["map_pin_path"], o["map_pin_path"]);
+    assert_eq!(o["map_used_by"], serde_json::json!([user.to_string()]));
+    // The two programs reference the same kernel map.
+    let ids = |v: &Value| -> BTreeSet<u64> {
+        v["kernel"]["map_ids"].as_array().unwrap().iter().filter_map(|x| x.as_u64()).collect()
+    };
+    assert!(!ids(&o).is_disjoint(&ids(&u)), "no map in common: {o} / {u}");
+    // Only the user is attached: what it writes, the owner's map holds.
+    d.attach(&[&user.to_string(), "tracepoint", "-t", "syscalls/sys_enter_getppid"]);
+    getppid_syscalls(40);
+    let n = common::read_counter(&std::path::Path::new(o["map_pin_path"].as_str().unwrap()).join("shared_hits"));
+    assert!((40..400).contains(&n), "owner's map shows {n}");
+    // The owner cannot go while its maps are used.
+    let err = d.fails(&["unload", &owner.to_string()]);
+    assert!(err.contains("unload those first"), "{err}");
+    d.json(&["unload", &user.to_string()]);
+    d.json(&["unload", &owner.to_string()]);
+    assert!(d.pins().is_empty(), "{:?}", d.pins());
+}
+
+#[test]
+fn restart_keeps_programs_links_and_traffic_effect() {
+    require_root!();
+    let mut d = Daemon::start();
+    let ns = Netns::new();
+    let id = d.load_one(&["--path", &obj("xdp_test.bpf.o"), "--programs", "xdp:xdp_drop_proto"]);
+    let tp = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
+    let link = d.attach(&[&id.to_string(), "xdp", "-i", &ns.host_if]);
+    let tp_link = d.attach(&[&tp.to_string(), "tracepoint", "-t", "syscalls/sys_enter_getpid"]);
+    let before_p = d.json(&["list", "programs"]);
+    let before_l = d.json(&["list", "links"]);
+    d.kill();
+    // Programs keep running while the daemon is down.
+    assert!(!ns.ping(), "the XDP program stopped when the daemon died");
+    d.spawn();
+    assert_eq!(d.json(&["list", "programs"]), before_p);
+    assert_eq!(d.json(&["list", "links"]), before_l);
+    assert!(!ns.ping());
+    let hits = d.map_u64(tp, "tp_hits");
+    getpid_syscalls(50);
+    assert!(d.map_u64(tp, "tp_hits") >= hits + 50, "tracepoint stopped counting after restart");
+    // New links get new ids; old ones still detach.
+    d.json(&["detach", &link.to_string()]);
+    assert!(ns.ping());
+    let link2 = d.attach(&[&id.to_string(), "xdp", "-i", &ns.host_if]);
+    assert!(link2 > tp_link && link2 > link, "link id {link2} reused");
+    // A clean stop (SIGTERM) also leaves everything running.
+    d.stop();
+    assert!(!ns.ping());
+    d.spawn();
+    d.json(&["unload", &id.to_string()]);
+    assert!(ns.ping());
+}
+
+#[test]
+fn reconcile_drops_records_of_vanished_pins_and_orphan_pins() {
+    require_root!();
+    let mut d = Daemon::start();
+    let a = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
+    let b = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_shared"]);
+    d.kill();
+    // Someone removes a's pins behind the daemon's back, and leaves a stray pin.
+    std::fs::remove_file(d.bpffs().join(format!("prog_{a}"))).unwrap();
+    std::fs::remove_dir_all(d.bpffs().join(format!("maps/{a}"))).unwrap();
+    std::fs::rename(d.bpffs().join(format!("prog_{b}")), d.bpffs().join("prog_999999")).unwrap();
+    std::fs::rename(d.bpffs().join(format!("maps/{b}")), d.bpffs().join("maps/999999")).unwrap();
+    d.spawn();
+    let progs = d.json(&["list", "programs"]);
+    assert_eq!(progs.as_array().map(|a| a.len()), Some(0), "{progs}");
+    assert!(d.pins().is_empty(), "orphans left: {:?}", d.pins());
+    let log = d.log();
+    assert!(log.contains(&format!("program {a}")) && log.contains("prog_999999"), "{log}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
+    require_root!();
+    let d = Daemon::start();
+    let ns = Netns::new();
+    let xdp = obj("xdp_test.bpf.o");
+    let not_elf = d.dir.path().join("not-elf.o");
+    std::fs::write(&not_elf, b"this is not an object file").unwrap();
+    let not_elf = not_elf.display().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["load", "file", "--path", "/no/such/file.o", "--programs", "xdp:x"], "does not exist"),
+        (&["load", "file", "--path", &not_elf, "--programs", "xdp:x"], "not an ELF"),
+        (&["load", "file", "--path", &xdp, "--programs", "xdp:nope"], "not a program in this ELF"),
+        (&["load", "file", "--path", &xdp, "--programs", "tracepoint:xdp_drop_proto"], "is a xdp program"),
+        (&["load", "file", "--path", &xdp, "--programs", "socket:xdp_drop_proto"], "unknown program type"),
+        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "drop_proto"], "NAME=HEX"),
+        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "drop_proto=zz"], "NAME=HEX"),
+        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "nosuch=01"], "nosuch"),
+        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "drop_proto=0102"], "size"),
+        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "--map-owner-id", "4000000"], "4000000"),
+        (&["attach", "4000000", "xdp", "-i", "lo"], "program 4000000 is not loaded by bpfman"),
+        (&["detach", "4000000"], "link 4000000 does not exist"),
+        (&["unload", "4000000"], "program 4000000 is not loaded by bpfman"),
+        (&["get", "link", "4000000"], "link 4000000 does not exist"),
+    ];
+    for (args, want) in cases {
+        let err = d.fails(args);
+        assert!(err.contains(want), "bpfman {}: expected '{want}' in: {err}", args.join(" "));
+    }
+    let id = d.load_one(&["--path", &xdp, "--programs", "xdp:xdp_drop_proto"]);
+    let sid = id.to_string();
+    let attach_cases: &[(&[&str], &str)] = &[
+        (&["attach", &sid, "xdp", "-i", "nosuchif0"], "interface 'nosuchif0' does not exist"),
+        (&["attach", &sid, "xdp", "-i", &ns.host_if, "-p", "0"], "priority 0 is out of range"),
+        (&["attach", &sid, "xdp", "-i", &ns.host_if, "--proceed-on", "explode"], "unknown xdp --proceed-on"),
+        (&["attach", &sid, "tracepoint", "-t", "syscalls/sys_enter_getpid"], "cannot be attached as tracepoint"),
+        (&["attach", &sid, "xdp", "-i", &ns.host_if, "--netns", "/no/such/netns"], "network namespace"),
+    ];
+    for (args, want) in attach_cases {
+        let err = d.fails(args);
+        assert!(err.contains(want), "bpfman {}: expected '{want}' in: {err}", args.join(" "));
+    }
+    // Duplicate attach on one interface.
+    let link = d.attach(&[&sid, "xdp", "-i", &ns.host_if]);
+    let err = d.fails(&["attach", &sid, "xdp", "-i", &ns.host_if]);
+    assert!(err.contains("already has XDP program"), "{err}");
+    let tp = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
+    let err = d.fails(&["attach", &tp.to_string(), "tracepoint", "-t", "nosuchcat/nosuchtp"]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = d.fails(&["attach", &tp.to_string(), "tracepoint", "-t", "nocategory"]);
+    assert!(err.contains("CATEGORY/NAME"), "{err}");
+
+    // Nothing but what succeeded is left: one program's pin, its maps, one link.
+    let mut want = vec![
+        format!("links/{link}"),
+        format!("maps/{id}/xdp_drops"),
+        format!("maps/{id}/xdp_seen"),
+        format!("maps/{tp}/tp_hits"),
+        format!("prog_{id}"),
+        format!("prog_{tp}"),
+    ];
+    let mut pins: Vec<String> = d.pins().into_iter().filter(|p| !p.starts_with(&format!("maps/{tp}/")) || p.ends_with("tp_hits")).collect();
+    pins.sort();
+    want.sort();
+    assert_eq!(pins, want);
+    let links = d.json(&["list", "links"]);
+    assert_eq!(links.as_array().map(|a| a.len()), Some(1), "{links}");
+    // The daemon still serves.
+    assert!(d.json(&["system", "info"])["kernel_release"].is_string());
+}
+
+#[test]
+fn client_errors_without_daemon_and_with_bad_flags() {
+    let out = std::process::Command::new(common::BPFMAN)
+        .args(["list", "programs"])
+        .env("BPFMAN_SOCKET", "/nonexistent/bpfman.sock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is `bpfman daemon` running"), "{err}");
+}
+
+#[test]
+fn list_all_includes_kernel_programs_not_loaded_by_bpfman() {
+    require_root!();
+    let d = Daemon::start();
+    let id = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
+    let mine = d.json(&["list", "programs"]);
+    assert_eq!(mine.as_array().map(|a| a.len()), Some(1));
+    let all = d.json(&["list", "programs", "--all"]);
+    let arr = all.as_array().unwrap();
+    assert!(arr.iter().any(|p| p["id"] == id && p["managed"] == true));
+    // Other daemons' (parallel tests') programs and the kernel's own show as unmanaged.
+    assert!(arr.iter().all(|p| p["id"].is_u64() && p["name"].is_string() && p["type"].is_string()));
+    let tps = d.json(&["list", "programs", "--program-type", "tracepoint"]);
+    assert_eq!(tps.as_array().map(|a| a.len()), Some(1));
+    let xdps = d.json(&["list", "programs", "--program-type", "xdp"]);
+    assert_eq!(xdps.as_array().map(|a| a.len()), Some(0));
+}
+
+/// kprobe/kretprobe: fire in the VM; on a kernel without kprobes, a clear refusal.
+#[test]
+fn kprobe_and_kretprobe_count_calls() {
+    require_root!();
+    let d = Daemon::start();
+    let me = le_hex(std::process::id());
+    let progs = d.load(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "kprobe:kprobe_count",
+        "kretprobe:kretprobe_count",
+        "-g",
+        &format!("target_tgid={me}"),
+    ]);
+    assert_eq!(progs[1]["type"], "kretprobe");
+    let kp = progs[0]["id"].as_u64().unwrap() as u32;
+    let kr = progs[1]["id"].as_u64().unwrap() as u32;
+    let f = "__x64_sys_getpid";
+    if !has_feature(&d, "kprobe") {
+        let err = d.fails(&["attach", &kp.to_string(), "kprobe", "--fn-name", f]);
+        assert!(err.contains("'kprobe'"), "{err}");
+        eprintln!("SKIP kprobe firing: this kernel has no kprobes; scripts/vm-test.sh runs it");
+        return;
+    }
+    d.attach(&[&kp.to_string(), "kprobe", "--fn-name", f]);
+    d.attach(&[&kr.to_string(), "kprobe", "--fn-name", f]);
+    getpid_syscalls(30);
+    std::thread::sleep(Duration::from_millis(10));
+    let (a, b) = (d.map_u64(kp, "kprobe_hits"), d.map_u64(kp, "kretprobe_hits"));
+    assert!((30..300).contains(&a), "kprobe counted {a}");
+    assert!((30..300).contains(&b), "kretprobe counted {b}");
+    let _ = kr;
+}
+
+/// fentry/fexit: fire in the VM; on a kernel that refuses them, a clear refusal.
+#[test]
+fn fentry_and_fexit_count_calls() {
+    require_root!();
+    let d = Daemon::start();
+    let me = le_hex(std::process::id());
+    let f = "__x64_sys_getpid";
+    let args = [
+        "--path".to_string(),
+        obj("tracing_test.bpf.o"),
+        "--programs".into(),
+        format!("fentry:fentry_count:{f}"),
+        format!("fexit:fexit_count:{f}"),
+        "-g".into(),
+        format!("target_tgid={me}"),
+    ];
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    if !has_feature(&d, "fentry") {
+        let mut a = vec!["load", "file"];
+        a.extend_from_slice(&args);
+        let err = d.fails(&a);
+        assert!(err.contains("'fentry'"), "{err}");
+        assert!(d.pins().is_empty(), "{:?}", d.pins());
+        eprintln!("SKIP fentry/fexit firing: this kernel refuses them; scripts/vm-test.sh runs it");
+        return;
+    }
+    let progs = d.load(&args);
+    assert_eq!(progs[0]["type"], "fentry");
+    assert_eq!(progs[1]["type"], "fexit");
+    assert_eq!(progs[0]["attach_fn"], f);
+    let fe = progs[0]["id"].as_u64().unwrap() as u32;
+    let fx = progs[1]["id"].as_u64().unwrap() as u32;
+    d.attach(&[&fe.to_string(), "fentry"]);
+    d.attach(&[&fx.to_string(), "fexit"]);
+    getpid_syscalls(30);
+    let (a, b) = (d.map_u64(fe, "fentry_hits"), d.map_u64(fe, "fexit_hits"));
+    assert!((30..300).contains(&a), "fentry counted {a}");
+    assert!((30..300).contains(&b), "fexit counted {b}");
+}
