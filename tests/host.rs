@@ -40,13 +40,31 @@ fn xdp_drop_icmp_stops_ping_and_detach_restores_it() {
     let d = Daemon::start();
     let ns = Netns::new();
     assert!(ns.ping(), "no connectivity before attaching anything");
-    let progs = d.load(&["--path", &obj("xdp_test.bpf.o"), "--programs", "xdp:xdp_drop_proto"]);
+    let progs = d.load(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+    ]);
     assert_eq!(progs[0]["name"], "xdp_drop_proto");
     assert_eq!(progs[0]["type"], "xdp");
     let id = progs[0]["id"].as_u64().unwrap() as u32;
-    let link = d.attach(&[&id.to_string(), "xdp", "--iface", &ns.host_if, "--priority", "50"]);
-    assert!(!ns.ping(), "ping went through an XDP program that drops ICMP");
-    assert!(d.map_u64(id, "xdp_drops") >= 1, "the program counted no drop");
+    let link = d.attach(&[
+        &id.to_string(),
+        "xdp",
+        "--iface",
+        &ns.host_if,
+        "--priority",
+        "50",
+    ]);
+    assert!(
+        !ns.ping(),
+        "ping went through an XDP program that drops ICMP"
+    );
+    assert!(
+        d.map_u64(id, "xdp_drops") >= 1,
+        "the program counted no drop"
+    );
 
     let links = d.json(&["list", "links"]);
     assert_eq!(links.as_array().map(|a| a.len()), Some(1));
@@ -62,7 +80,11 @@ fn xdp_drop_icmp_stops_ping_and_detach_restores_it() {
     d.json(&["detach", &link.to_string()]);
     assert!(ns.ping(), "ping still fails after detach");
     d.json(&["unload", &id.to_string()]);
-    assert!(d.pins().is_empty(), "pins left after unload: {:?}", d.pins());
+    assert!(
+        d.pins().is_empty(),
+        "pins left after unload: {:?}",
+        d.pins()
+    );
 }
 
 #[test]
@@ -70,7 +92,12 @@ fn xdp_in_another_network_namespace() {
     require_root!();
     let d = Daemon::start();
     let ns = Netns::new();
-    let id = d.load_one(&["--path", &obj("xdp_test.bpf.o"), "--programs", "xdp:xdp_drop_proto"]);
+    let id = d.load_one(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+    ]);
     // The peer end lives in the test namespace: only --netns finds it.
     let err = d.fails(&["attach", &id.to_string(), "xdp", "-i", &ns.peer_if]);
     assert!(err.contains("does not exist"), "{err}");
@@ -83,7 +110,10 @@ fn xdp_in_another_network_namespace() {
         &ns.path(),
     ]);
     // Echo replies arrive at the peer and are ICMP: dropped there.
-    assert!(!ns.ping(), "ping went through the peer's ICMP-dropping program");
+    assert!(
+        !ns.ping(),
+        "ping went through the peer's ICMP-dropping program"
+    );
     d.json(&["detach", &link.to_string()]);
     assert!(ns.ping());
 }
@@ -140,10 +170,18 @@ fn tracepoint_counts_syscalls_into_a_map() {
     ]);
     getpid_syscalls(10);
     assert_eq!(d.map_u64(id, "tp_hits"), 0, "counted before being attached");
-    let link = d.attach(&[&id.to_string(), "tracepoint", "--tracepoint", "syscalls/sys_enter_getpid"]);
+    let link = d.attach(&[
+        &id.to_string(),
+        "tracepoint",
+        "--tracepoint",
+        "syscalls/sys_enter_getpid",
+    ]);
     getpid_syscalls(100);
     let hits = d.map_u64(id, "tp_hits");
-    assert!((100..1000).contains(&hits), "expected about 100 getpid calls, counted {hits}");
+    assert!(
+        (100..1000).contains(&hits),
+        "expected about 100 getpid calls, counted {hits}"
+    );
     // Metadata and application select it.
     let sel = d.json(&["list", "programs", "--metadata-selector", "team=a"]);
     assert_eq!(sel.as_array().map(|a| a.len()), Some(1));
@@ -218,12 +256,33 @@ fn tcx_attach_orders_by_priority_and_drops() {
     let count = progs[1]["id"].as_u64().unwrap() as u32;
     // Attach the dropper first at priority 20, then the counter at 10: the counter
     // must still run first and see every packet.
-    let l_drop = d.attach(&[&drop.to_string(), "tcx", "-d", "ingress", "-i", &ns.host_if, "-p", "20"]);
-    let l_count = d.attach(&[&count.to_string(), "tc", "-d", "ingress", "-i", &ns.host_if, "-p", "10"]);
+    let l_drop = d.attach(&[
+        &drop.to_string(),
+        "tcx",
+        "-d",
+        "ingress",
+        "-i",
+        &ns.host_if,
+        "-p",
+        "20",
+    ]);
+    let l_count = d.attach(&[
+        &count.to_string(),
+        "tc",
+        "-d",
+        "ingress",
+        "-i",
+        &ns.host_if,
+        "-p",
+        "10",
+    ]);
     assert!(!ns.ping(), "ICMP passed a TCX program that drops it");
     let seen = d.map_u64(drop, "tc_seen");
     let dropped = d.map_u64(drop, "tc_drops");
-    assert!(dropped >= 1 && seen >= dropped, "seen {seen}, dropped {dropped}: counter did not run first");
+    assert!(
+        dropped >= 1 && seen >= dropped,
+        "seen {seen}, dropped {dropped}: counter did not run first"
+    );
     let links = d.json(&["list", "links"]);
     let pos = |l: u32| {
         links
@@ -235,13 +294,24 @@ fn tcx_attach_orders_by_priority_and_drops() {
     };
     assert_eq!(pos(l_count), Some(Value::from(0)));
     assert_eq!(pos(l_drop), Some(Value::from(1)));
-    let err = d.fails(&["attach", &drop.to_string(), "tcx", "-d", "ingress", "-i", &ns.host_if]);
+    let err = d.fails(&[
+        "attach",
+        &drop.to_string(),
+        "tcx",
+        "-d",
+        "ingress",
+        "-i",
+        &ns.host_if,
+    ]);
     assert!(err.contains("already attached"), "{err}");
     d.json(&["detach", &l_drop.to_string()]);
     assert!(ns.ping(), "ping fails after detaching the dropper");
     let before = d.map_u64(drop, "tc_seen");
     assert!(ns.ping());
-    assert!(d.map_u64(drop, "tc_seen") > before, "the counter stopped counting");
+    assert!(
+        d.map_u64(drop, "tc_seen") > before,
+        "the counter stopped counting"
+    );
 }
 
 #[test]
@@ -275,13 +345,28 @@ fn map_sharing_really_shares() {
     assert_eq!(o["map_used_by"], serde_json::json!([user.to_string()]));
     // The two programs reference the same kernel map.
     let ids = |v: &Value| -> BTreeSet<u64> {
-        v["kernel"]["map_ids"].as_array().unwrap().iter().filter_map(|x| x.as_u64()).collect()
+        v["kernel"]["map_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .collect()
     };
-    assert!(!ids(&o).is_disjoint(&ids(&u)), "no map in common: {o} / {u}");
+    assert!(
+        !ids(&o).is_disjoint(&ids(&u)),
+        "no map in common: {o} / {u}"
+    );
     // Only the user is attached: what it writes, the owner's map holds.
-    d.attach(&[&user.to_string(), "tracepoint", "-t", "syscalls/sys_enter_getppid"]);
+    d.attach(&[
+        &user.to_string(),
+        "tracepoint",
+        "-t",
+        "syscalls/sys_enter_getppid",
+    ]);
     getppid_syscalls(40);
-    let n = common::read_counter(&std::path::Path::new(o["map_pin_path"].as_str().unwrap()).join("shared_hits"));
+    let n = common::read_counter(
+        &std::path::Path::new(o["map_pin_path"].as_str().unwrap()).join("shared_hits"),
+    );
     assert!((40..400).contains(&n), "owner's map shows {n}");
     // The owner cannot go while its maps are used.
     let err = d.fails(&["unload", &owner.to_string()]);
@@ -296,10 +381,25 @@ fn restart_keeps_programs_links_and_traffic_effect() {
     require_root!();
     let mut d = Daemon::start();
     let ns = Netns::new();
-    let id = d.load_one(&["--path", &obj("xdp_test.bpf.o"), "--programs", "xdp:xdp_drop_proto"]);
-    let tp = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
+    let id = d.load_one(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+    ]);
+    let tp = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_count",
+    ]);
     let link = d.attach(&[&id.to_string(), "xdp", "-i", &ns.host_if]);
-    let tp_link = d.attach(&[&tp.to_string(), "tracepoint", "-t", "syscalls/sys_enter_getpid"]);
+    let tp_link = d.attach(&[
+        &tp.to_string(),
+        "tracepoint",
+        "-t",
+        "syscalls/sys_enter_getpid",
+    ]);
     let before_p = d.json(&["list", "programs"]);
     let before_l = d.json(&["list", "links"]);
     d.kill();
@@ -311,7 +411,10 @@ fn restart_keeps_programs_links_and_traffic_effect() {
     assert!(!ns.ping());
     let hits = d.map_u64(tp, "tp_hits");
     getpid_syscalls(50);
-    assert!(d.map_u64(tp, "tp_hits") >= hits + 50, "tracepoint stopped counting after restart");
+    assert!(
+        d.map_u64(tp, "tp_hits") >= hits + 50,
+        "tracepoint stopped counting after restart"
+    );
     // New links get new ids; old ones still detach.
     d.json(&["detach", &link.to_string()]);
     assert!(ns.ping());
@@ -329,20 +432,41 @@ fn restart_keeps_programs_links_and_traffic_effect() {
 fn reconcile_drops_records_of_vanished_pins_and_orphan_pins() {
     require_root!();
     let mut d = Daemon::start();
-    let a = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
-    let b = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_shared"]);
+    let a = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_count",
+    ]);
+    let b = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_shared",
+    ]);
     d.kill();
     // Someone removes a's pins behind the daemon's back, and leaves a stray pin.
     std::fs::remove_file(d.bpffs().join(format!("prog_{a}"))).unwrap();
     std::fs::remove_dir_all(d.bpffs().join(format!("maps/{a}"))).unwrap();
-    std::fs::rename(d.bpffs().join(format!("prog_{b}")), d.bpffs().join("prog_999999")).unwrap();
-    std::fs::rename(d.bpffs().join(format!("maps/{b}")), d.bpffs().join("maps/999999")).unwrap();
+    std::fs::rename(
+        d.bpffs().join(format!("prog_{b}")),
+        d.bpffs().join("prog_999999"),
+    )
+    .unwrap();
+    std::fs::rename(
+        d.bpffs().join(format!("maps/{b}")),
+        d.bpffs().join("maps/999999"),
+    )
+    .unwrap();
     d.spawn();
     let progs = d.json(&["list", "programs"]);
     assert_eq!(progs.as_array().map(|a| a.len()), Some(0), "{progs}");
     assert!(d.pins().is_empty(), "orphans left: {:?}", d.pins());
     let log = d.log();
-    assert!(log.contains(&format!("program {a}")) && log.contains("prog_999999"), "{log}");
+    assert!(
+        log.contains(&format!("program {a}")) && log.contains("prog_999999"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -355,44 +479,202 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     std::fs::write(&not_elf, b"this is not an object file").unwrap();
     let not_elf = not_elf.display().to_string();
     let cases: &[(&[&str], &str)] = &[
-        (&["load", "file", "--path", "/no/such/file.o", "--programs", "xdp:x"], "does not exist"),
-        (&["load", "file", "--path", &not_elf, "--programs", "xdp:x"], "not an ELF"),
-        (&["load", "file", "--path", &xdp, "--programs", "xdp:nope"], "not a program in this ELF"),
-        (&["load", "file", "--path", &xdp, "--programs", "tracepoint:xdp_drop_proto"], "is a xdp program"),
-        (&["load", "file", "--path", &xdp, "--programs", "socket:xdp_drop_proto"], "unknown program type"),
-        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "drop_proto"], "NAME=HEX"),
-        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "drop_proto=zz"], "NAME=HEX"),
-        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "nosuch=01"], "nosuch"),
-        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "-g", "drop_proto=0102"], "size"),
-        (&["load", "file", "--path", &xdp, "--programs", "xdp:xdp_drop_proto", "--map-owner-id", "4000000"], "4000000"),
-        (&["attach", "4000000", "xdp", "-i", "lo"], "program 4000000 is not loaded by bpfman"),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                "/no/such/file.o",
+                "--programs",
+                "xdp:x",
+            ],
+            "does not exist",
+        ),
+        (
+            &["load", "file", "--path", &not_elf, "--programs", "xdp:x"],
+            "not an ELF",
+        ),
+        (
+            &["load", "file", "--path", &xdp, "--programs", "xdp:nope"],
+            "not a program in this ELF",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "tracepoint:xdp_drop_proto",
+            ],
+            "is a xdp program",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "socket:xdp_drop_proto",
+            ],
+            "unknown program type",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "xdp:xdp_drop_proto",
+                "-g",
+                "drop_proto",
+            ],
+            "NAME=HEX",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "xdp:xdp_drop_proto",
+                "-g",
+                "drop_proto=zz",
+            ],
+            "NAME=HEX",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "xdp:xdp_drop_proto",
+                "-g",
+                "nosuch=01",
+            ],
+            "nosuch",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "xdp:xdp_drop_proto",
+                "-g",
+                "drop_proto=0102",
+            ],
+            "size",
+        ),
+        (
+            &[
+                "load",
+                "file",
+                "--path",
+                &xdp,
+                "--programs",
+                "xdp:xdp_drop_proto",
+                "--map-owner-id",
+                "4000000",
+            ],
+            "4000000",
+        ),
+        (
+            &["attach", "4000000", "xdp", "-i", "lo"],
+            "program 4000000 is not loaded by bpfman",
+        ),
         (&["detach", "4000000"], "link 4000000 does not exist"),
-        (&["unload", "4000000"], "program 4000000 is not loaded by bpfman"),
+        (
+            &["unload", "4000000"],
+            "program 4000000 is not loaded by bpfman",
+        ),
         (&["get", "link", "4000000"], "link 4000000 does not exist"),
     ];
     for (args, want) in cases {
         let err = d.fails(args);
-        assert!(err.contains(want), "bpfman {}: expected '{want}' in: {err}", args.join(" "));
+        assert!(
+            err.contains(want),
+            "bpfman {}: expected '{want}' in: {err}",
+            args.join(" ")
+        );
     }
     let id = d.load_one(&["--path", &xdp, "--programs", "xdp:xdp_drop_proto"]);
     let sid = id.to_string();
     let attach_cases: &[(&[&str], &str)] = &[
-        (&["attach", &sid, "xdp", "-i", "nosuchif0"], "interface 'nosuchif0' does not exist"),
-        (&["attach", &sid, "xdp", "-i", &ns.host_if, "-p", "0"], "priority 0 is out of range"),
-        (&["attach", &sid, "xdp", "-i", &ns.host_if, "--proceed-on", "explode"], "unknown xdp --proceed-on"),
-        (&["attach", &sid, "tracepoint", "-t", "syscalls/sys_enter_getpid"], "cannot be attached as tracepoint"),
-        (&["attach", &sid, "xdp", "-i", &ns.host_if, "--netns", "/no/such/netns"], "network namespace"),
+        (
+            &["attach", &sid, "xdp", "-i", "nosuchif0"],
+            "interface 'nosuchif0' does not exist",
+        ),
+        (
+            &["attach", &sid, "xdp", "-i", &ns.host_if, "-p", "0"],
+            "priority 0 is out of range",
+        ),
+        (
+            &[
+                "attach",
+                &sid,
+                "xdp",
+                "-i",
+                &ns.host_if,
+                "--proceed-on",
+                "explode",
+            ],
+            "unknown xdp --proceed-on",
+        ),
+        (
+            &[
+                "attach",
+                &sid,
+                "tracepoint",
+                "-t",
+                "syscalls/sys_enter_getpid",
+            ],
+            "cannot be attached as tracepoint",
+        ),
+        (
+            &[
+                "attach",
+                &sid,
+                "xdp",
+                "-i",
+                &ns.host_if,
+                "--netns",
+                "/no/such/netns",
+            ],
+            "network namespace",
+        ),
     ];
     for (args, want) in attach_cases {
         let err = d.fails(args);
-        assert!(err.contains(want), "bpfman {}: expected '{want}' in: {err}", args.join(" "));
+        assert!(
+            err.contains(want),
+            "bpfman {}: expected '{want}' in: {err}",
+            args.join(" ")
+        );
     }
     // Duplicate attach on one interface.
     let link = d.attach(&[&sid, "xdp", "-i", &ns.host_if]);
     let err = d.fails(&["attach", &sid, "xdp", "-i", &ns.host_if]);
     assert!(err.contains("already has XDP program"), "{err}");
-    let tp = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
-    let err = d.fails(&["attach", &tp.to_string(), "tracepoint", "-t", "nosuchcat/nosuchtp"]);
+    let tp = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_count",
+    ]);
+    let err = d.fails(&[
+        "attach",
+        &tp.to_string(),
+        "tracepoint",
+        "-t",
+        "nosuchcat/nosuchtp",
+    ]);
     assert!(err.contains("does not exist"), "{err}");
     let err = d.fails(&["attach", &tp.to_string(), "tracepoint", "-t", "nocategory"]);
     assert!(err.contains("CATEGORY/NAME"), "{err}");
@@ -406,7 +688,11 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
         format!("prog_{id}"),
         format!("prog_{tp}"),
     ];
-    let mut pins: Vec<String> = d.pins().into_iter().filter(|p| !p.starts_with(&format!("maps/{tp}/")) || p.ends_with("tp_hits")).collect();
+    let mut pins: Vec<String> = d
+        .pins()
+        .into_iter()
+        .filter(|p| !p.starts_with(&format!("maps/{tp}/")) || p.ends_with("tp_hits"))
+        .collect();
     pins.sort();
     want.sort();
     assert_eq!(pins, want);
@@ -432,14 +718,22 @@ fn client_errors_without_daemon_and_with_bad_flags() {
 fn list_all_includes_kernel_programs_not_loaded_by_bpfman() {
     require_root!();
     let d = Daemon::start();
-    let id = d.load_one(&["--path", &obj("tracing_test.bpf.o"), "--programs", "tracepoint:tp_count"]);
+    let id = d.load_one(&[
+        "--path",
+        &obj("tracing_test.bpf.o"),
+        "--programs",
+        "tracepoint:tp_count",
+    ]);
     let mine = d.json(&["list", "programs"]);
     assert_eq!(mine.as_array().map(|a| a.len()), Some(1));
     let all = d.json(&["list", "programs", "--all"]);
     let arr = all.as_array().unwrap();
     assert!(arr.iter().any(|p| p["id"] == id && p["managed"] == true));
     // Other daemons' (parallel tests') programs and the kernel's own show as unmanaged.
-    assert!(arr.iter().all(|p| p["id"].is_u64() && p["name"].is_string() && p["type"].is_string()));
+    assert!(
+        arr.iter()
+            .all(|p| p["id"].is_u64() && p["name"].is_string() && p["type"].is_string())
+    );
     let tps = d.json(&["list", "programs", "--program-type", "tracepoint"]);
     assert_eq!(tps.as_array().map(|a| a.len()), Some(1));
     let xdps = d.json(&["list", "programs", "--program-type", "xdp"]);
@@ -475,7 +769,10 @@ fn kprobe_and_kretprobe_count_calls() {
     d.attach(&[&kr.to_string(), "kprobe", "--fn-name", f]);
     getpid_syscalls(30);
     std::thread::sleep(Duration::from_millis(10));
-    let (a, b) = (d.map_u64(kp, "kprobe_hits"), d.map_u64(kp, "kretprobe_hits"));
+    let (a, b) = (
+        d.map_u64(kp, "kprobe_hits"),
+        d.map_u64(kp, "kretprobe_hits"),
+    );
     assert!((30..300).contains(&a), "kprobe counted {a}");
     assert!((30..300).contains(&b), "kretprobe counted {b}");
     let _ = kr;

@@ -25,10 +25,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .arg(out.join(obj))
             .status()
             .map_err(|e| {
-                format!("running clang to build {}: {e}; install clang and libbpf-dev", src.display())
+                format!(
+                    "running clang to build {}: {e}; install clang and libbpf-dev",
+                    src.display()
+                )
             })?;
         if !status.success() {
-            return Err(format!("clang failed on {} (is libbpf-dev installed?)", src.display()).into());
+            return Err(format!(
+                "clang failed on {} (is libbpf-dev installed?)",
+                src.display()
+            )
+            .into());
         }
     }
     Ok(())

@@ -42,7 +42,10 @@ pub fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !$crate::common::is_root() {
-            eprintln!("SKIP {}: needs root (run the suite with sudo)", module_path!());
+            eprintln!(
+                "SKIP {}: needs root (run the suite with sudo)",
+                module_path!()
+            );
             return;
         }
     };
@@ -189,7 +192,11 @@ impl Daemon {
             args.join(" "),
             String::from_utf8_lossy(&out.stdout)
         );
-        assert!(!err.trim().is_empty(), "bpfman {} failed silently", args.join(" "));
+        assert!(
+            !err.trim().is_empty(),
+            "bpfman {} failed silently",
+            args.join(" ")
+        );
         err
     }
 
@@ -218,7 +225,10 @@ impl Daemon {
     /// A map of a program, read through its pin.
     pub fn map_u64(&self, program: u32, map: &str) -> u64 {
         let p = self.json(&["get", "program", &program.to_string()]);
-        let dir = p["map_pin_path"].as_str().expect("map_pin_path").to_string();
+        let dir = p["map_pin_path"]
+            .as_str()
+            .expect("map_pin_path")
+            .to_string();
         read_counter(&Path::new(&dir).join(map))
     }
 
@@ -313,11 +323,29 @@ impl Netns {
             host_ip: host_ip.clone(),
             peer_ip: peer_ip.clone(),
         };
-        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
         sh(&["ip", "link", "set", &peer_if, "netns", &name]);
-        sh(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &host_if,
+        ]);
         sh(&["ip", "link", "set", &host_if, "up"]);
-        sh(&["ip", "-n", &name, "addr", "add", &format!("{peer_ip}/24"), "dev", &peer_if]);
+        sh(&[
+            "ip",
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{peer_ip}/24"),
+            "dev",
+            &peer_if,
+        ]);
         sh(&["ip", "-n", &name, "link", "set", &peer_if, "up"]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         // Wait for the link to come up (first ping may race carrier).
@@ -331,7 +359,17 @@ impl Netns {
     /// One ICMP echo from inside the namespace to the host end; true if answered.
     pub fn ping(&self) -> bool {
         Command::new("ip")
-            .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", &self.host_ip])
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &self.host_ip,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -343,8 +381,17 @@ impl Netns {
     pub fn ping_many(&self, count: u32, interval: &str) -> u32 {
         let out = Command::new("ip")
             .args([
-                "netns", "exec", &self.name, "ping", "-c", &count.to_string(), "-i", interval,
-                "-W", "1", &self.host_ip,
+                "netns",
+                "exec",
+                &self.name,
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                &self.host_ip,
             ])
             .output()
             .expect("ping");
@@ -364,8 +411,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
     }
 }
 
@@ -377,7 +428,12 @@ pub fn read_counter(pin: &Path) -> u64 {
     let mut attr = [0u8; 128];
     attr[..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_mut_ptr(), attr.len()) };
-    assert!(fd >= 0, "BPF_OBJ_GET {}: {}", pin.display(), std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_OBJ_GET {}: {}",
+        pin.display(),
+        std::io::Error::last_os_error()
+    );
     let key: u32 = 0;
     let mut value: u64 = 0;
     // BPF_MAP_LOOKUP_ELEM: map_fd (u32), pad, key (u64 ptr), value (u64 ptr).

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "bpfman", version, about = "Load, attach and manage eBPF programs through the bpfman daemon")]
+#[command(
+    name = "bpfman",
+    version,
+    about = "Load, attach and manage eBPF programs through the bpfman daemon"
+)]
 pub struct Cli {
     /// The daemon's unix socket.
     #[arg(long, global = true, env = "BPFMAN_SOCKET", default_value = bpfman_api::DEFAULT_SOCKET)]

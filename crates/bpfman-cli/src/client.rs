@@ -24,24 +24,22 @@ struct Clients {
 
 async fn connect(socket: &Path) -> anyhow::Result<Clients> {
     let uri = format!("unix://{}", socket.display());
-    let channel = Endpoint::from_shared(uri)?
-        .connect()
-        .await
-        .map_err(|e| {
-            let hint = match std::os::unix::net::UnixStream::connect(socket) {
-                Err(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-                    "permission denied: only root and the daemon's socket group may connect"
-                        .to_string()
-                }
-                Err(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                    "no such socket: is `bpfman daemon` running? (--socket / BPFMAN_SOCKET)"
-                        .to_string()
-                }
-                Err(io) => io.to_string(),
-                Ok(_) => e.to_string(),
-            };
-            anyhow!("cannot connect to the daemon at {}: {hint}", socket.display())
-        })?;
+    let channel = Endpoint::from_shared(uri)?.connect().await.map_err(|e| {
+        let hint = match std::os::unix::net::UnixStream::connect(socket) {
+            Err(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                "permission denied: only root and the daemon's socket group may connect".to_string()
+            }
+            Err(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                "no such socket: is `bpfman daemon` running? (--socket / BPFMAN_SOCKET)".to_string()
+            }
+            Err(io) => io.to_string(),
+            Ok(_) => e.to_string(),
+        };
+        anyhow!(
+            "cannot connect to the daemon at {}: {hint}",
+            socket.display()
+        )
+    })?;
     Ok(Clients {
         v1: BpfmanClient::new(channel.clone()),
         ext: BpfmanExtClient::new(channel),
@@ -124,9 +122,7 @@ fn load_info(spec: &str) -> anyhow::Result<v1::LoadInfo> {
         (T::Fentry | T::Fexit, None) => bail!(
             "{kind} program '{name}' needs the kernel function: --programs {kind}:{name}:FUNCTION"
         ),
-        (_, Some(_)) => bail!(
-            "--programs '{spec}': only fentry and fexit take an attach function"
-        ),
+        (_, Some(_)) => bail!("--programs '{spec}': only fentry and fexit take an attach function"),
         _ => None,
     };
     Ok(v1::LoadInfo {
@@ -136,7 +132,10 @@ fn load_info(spec: &str) -> anyhow::Result<v1::LoadInfo> {
     })
 }
 
-fn load_request(location: v1::bytecode_location::Location, c: &LoadCommon) -> anyhow::Result<v1::LoadRequest> {
+fn load_request(
+    location: v1::bytecode_location::Location,
+    c: &LoadCommon,
+) -> anyhow::Result<v1::LoadRequest> {
     let mut metadata = parse_kv(&c.metadata, "--metadata")?;
     if let Some(app) = &c.application {
         metadata.insert("bpfman_application".into(), app.clone());
@@ -376,7 +375,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
         }
         Command::Unload { id } => {
             let mut c = connect(&socket).await?;
-            c.v1.unload(v1::UnloadRequest { id }).await.map_err(call_err)?;
+            c.v1.unload(v1::UnloadRequest { id })
+                .await
+                .map_err(call_err)?;
             match out {
                 Output::Json => print_json(&json!({ "unloaded": id })),
                 Output::Table => {
@@ -388,9 +389,8 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
         Command::Attach(AttachArgs { program_id, target }) => {
             let info = attach_info(&target)?;
             let mut c = connect(&socket).await?;
-            let r = c
-                .v1
-                .attach(v1::AttachRequest {
+            let r =
+                c.v1.attach(v1::AttachRequest {
                     id: program_id,
                     attach: Some(v1::AttachInfo { info: Some(info) }),
                 })
@@ -398,7 +398,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .map_err(call_err)?
                 .into_inner();
             match out {
-                Output::Json => print_json(&json!({ "link_id": r.link_id, "program_id": program_id })),
+                Output::Json => {
+                    print_json(&json!({ "link_id": r.link_id, "program_id": program_id }))
+                }
                 Output::Table => {
                     println!("attached program {program_id}: link {}", r.link_id);
                     Ok(())
@@ -407,7 +409,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
         }
         Command::Detach { link_id } => {
             let mut c = connect(&socket).await?;
-            c.v1.detach(v1::DetachRequest { link_id }).await.map_err(call_err)?;
+            c.v1.detach(v1::DetachRequest { link_id })
+                .await
+                .map_err(call_err)?;
             match out {
                 Output::Json => print_json(&json!({ "detached": link_id })),
                 Output::Table => {
@@ -427,11 +431,13 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 match_metadata.insert("bpfman_application".into(), app);
             }
             let kind_filter = program_type.clone();
-            let kt = program_type.as_deref().map(kernel_type_number).transpose()?;
+            let kt = program_type
+                .as_deref()
+                .map(kernel_type_number)
+                .transpose()?;
             let mut c = connect(&socket).await?;
-            let r = c
-                .v1
-                .list(v1::ListRequest {
+            let r =
+                c.v1.list(v1::ListRequest {
                     program_type: kt,
                     bpfman_programs_only: Some(!all),
                     match_metadata,
@@ -448,8 +454,17 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                     let rec = recs.get(&k.id);
                     // bpfman kinds finer than the kernel's (kretprobe vs kprobe) filter here.
                     if let (Some(want), Some(rec)) = (&kind_filter, rec)
-                        && ["tc", "tcx", "kprobe", "kretprobe", "uprobe", "uretprobe", "fentry", "fexit"]
-                            .contains(&want.as_str())
+                        && [
+                            "tc",
+                            "tcx",
+                            "kprobe",
+                            "kretprobe",
+                            "uprobe",
+                            "uretprobe",
+                            "fentry",
+                            "fexit",
+                        ]
+                        .contains(&want.as_str())
                         && rec.kind != *want
                     {
                         return None;
@@ -474,7 +489,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .map_err(call_err)?
                 .into_inner();
             match out {
-                Output::Json => print_json(&Value::Array(r.links.iter().map(output::link_json).collect())),
+                Output::Json => print_json(&Value::Array(
+                    r.links.iter().map(output::link_json).collect(),
+                )),
                 Output::Table => {
                     println!("{}", output::links_table(&r.links));
                     Ok(())
@@ -483,7 +500,11 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
         }
         Command::Get(GetCommand::Program { id }) => {
             let mut c = connect(&socket).await?;
-            let r = c.v1.get(v1::GetRequest { id }).await.map_err(call_err)?.into_inner();
+            let r =
+                c.v1.get(v1::GetRequest { id })
+                    .await
+                    .map_err(call_err)?
+                    .into_inner();
             let recs = records(&mut c).await?;
             let k = r
                 .kernel_info
@@ -536,7 +557,10 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 })),
                 Output::Table => {
                     println!("kernel:  {}", i.kernel_release);
-                    println!("daemon:  bpfman {} (pid {})", i.daemon_version, i.daemon_pid);
+                    println!(
+                        "daemon:  bpfman {} (pid {})",
+                        i.daemon_version, i.daemon_pid
+                    );
                     println!("runtime: {}", i.runtime_dir);
                     println!("bpffs:   {}", i.bpffs);
                     println!("store:   {}", i.database);
@@ -581,7 +605,8 @@ fn decode_auth(b64: &str) -> anyhow::Result<(String, String)> {
             bits &= (1 << n) - 1;
         }
     }
-    let s = String::from_utf8(out).map_err(|_| anyhow!("--registry-auth is not UTF-8 user:password"))?;
+    let s = String::from_utf8(out)
+        .map_err(|_| anyhow!("--registry-auth is not UTF-8 user:password"))?;
     let (u, p) = s
         .split_once(':')
         .ok_or_else(|| anyhow!("--registry-auth must encode user:password"))?;
@@ -594,9 +619,15 @@ mod tests {
 
     #[test]
     fn globals_parse_or_say_why() {
-        assert_eq!(parse_global("x=0a0B").ok(), Some(("x".into(), vec![10, 11])));
+        assert_eq!(
+            parse_global("x=0a0B").ok(),
+            Some(("x".into(), vec![10, 11]))
+        );
         for bad in ["x", "=01", "x=1", "x=zz", "x="] {
-            let e = parse_global(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = parse_global(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains("NAME=HEX"), "{bad}: {e}");
         }
     }

@@ -55,7 +55,9 @@ fn ensure_tracefs() {
         None::<&str>,
     ) {
         Ok(()) => info!("mounted tracefs at {}", t.display()),
-        Err(e) => warn!("tracefs is not mounted and mounting it failed ({e}): tracepoints will not attach"),
+        Err(e) => warn!(
+            "tracefs is not mounted and mounting it failed ({e}): tracepoints will not attach"
+        ),
     }
 }
 
@@ -94,6 +96,13 @@ fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener>
 }
 
 pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
+    // Few malloc arenas: the daemon's threads are mostly idle, and per-thread arenas
+    // would keep every burst's peak resident.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes the allocator, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BPFMAN_LOG")
@@ -117,6 +126,12 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             supported = f.supported,
             "{}", f.detail
         );
+    }
+    // Start-up probing parsed kernel BTF; give that memory back.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
     let service = Service {
         manager: Arc::new(manager),

@@ -9,12 +9,39 @@ use bpfman_api::v1;
 /// Kernel `bpf_prog_type` numbers to names, for programs bpfman did not load.
 pub fn kernel_type_name(t: u32) -> &'static str {
     const NAMES: &[&str] = &[
-        "unspec", "socket_filter", "kprobe", "sched_cls", "sched_act", "tracepoint", "xdp",
-        "perf_event", "cgroup_skb", "cgroup_sock", "lwt_in", "lwt_out", "lwt_xmit", "sock_ops",
-        "sk_skb", "cgroup_device", "sk_msg", "raw_tracepoint", "cgroup_sock_addr",
-        "lwt_seg6local", "lirc_mode2", "sk_reuseport", "flow_dissector", "cgroup_sysctl",
-        "raw_tracepoint_writable", "cgroup_sockopt", "tracing", "struct_ops", "ext", "lsm",
-        "sk_lookup", "syscall", "netfilter",
+        "unspec",
+        "socket_filter",
+        "kprobe",
+        "sched_cls",
+        "sched_act",
+        "tracepoint",
+        "xdp",
+        "perf_event",
+        "cgroup_skb",
+        "cgroup_sock",
+        "lwt_in",
+        "lwt_out",
+        "lwt_xmit",
+        "sock_ops",
+        "sk_skb",
+        "cgroup_device",
+        "sk_msg",
+        "raw_tracepoint",
+        "cgroup_sock_addr",
+        "lwt_seg6local",
+        "lirc_mode2",
+        "sk_reuseport",
+        "flow_dissector",
+        "cgroup_sysctl",
+        "raw_tracepoint_writable",
+        "cgroup_sockopt",
+        "tracing",
+        "struct_ops",
+        "ext",
+        "lsm",
+        "sk_lookup",
+        "syscall",
+        "netfilter",
     ];
     NAMES.get(t as usize).copied().unwrap_or("unknown")
 }
@@ -32,7 +59,9 @@ pub fn program_json(
     let kind = rec
         .map(|r| r.kind.clone())
         .unwrap_or_else(|| kernel_type_name(k.program_type).to_string());
-    let name = info.map(|i| i.name.clone()).unwrap_or_else(|| k.name.clone());
+    let name = info
+        .map(|i| i.name.clone())
+        .unwrap_or_else(|| k.name.clone());
     let mut v = json!({
         "id": k.id,
         "name": name,
@@ -125,7 +154,15 @@ fn s(v: &Value) -> String {
 }
 
 pub fn programs_table(progs: &[Value]) -> String {
-    let mut t = table(&["ID", "NAME", "TYPE", "OWNER", "LINKS", "LOADED AT", "MANAGED"]);
+    let mut t = table(&[
+        "ID",
+        "NAME",
+        "TYPE",
+        "OWNER",
+        "LINKS",
+        "LOADED AT",
+        "MANAGED",
+    ]);
     for p in progs {
         t.add_row(vec![
             s(&p["id"]),
@@ -134,7 +171,11 @@ pub fn programs_table(progs: &[Value]) -> String {
             s(&p["owner_uid"]),
             s(&p["links"]),
             s(&p["kernel"]["loaded_at"]),
-            if p["managed"] == Value::Bool(true) { "yes".into() } else { "no".into() },
+            if p["managed"] == Value::Bool(true) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
         ]);
     }
     t.to_string()
@@ -143,8 +184,20 @@ pub fn programs_table(progs: &[Value]) -> String {
 pub fn program_detail(p: &Value) -> String {
     let mut t = table(&["FIELD", "VALUE"]);
     let order = [
-        "id", "name", "type", "owner_uid", "created_at", "bytecode", "attach_fn", "application",
-        "metadata", "global_data", "links", "map_owner_id", "map_pin_path", "map_used_by",
+        "id",
+        "name",
+        "type",
+        "owner_uid",
+        "created_at",
+        "bytecode",
+        "attach_fn",
+        "application",
+        "metadata",
+        "global_data",
+        "links",
+        "map_owner_id",
+        "map_pin_path",
+        "map_used_by",
         "pin_path",
     ];
     for k in order {
@@ -176,9 +229,20 @@ pub fn links_table(links: &[ext::LinkInfo]) -> String {
             l.program_name.clone(),
             l.kind.clone(),
             l.target.clone(),
-            if net { l.priority.to_string() } else { String::new() },
-            if net { l.position.to_string() } else { String::new() },
-            l.owner.as_ref().map(|o| o.uid.to_string()).unwrap_or_default(),
+            if net {
+                l.priority.to_string()
+            } else {
+                String::new()
+            },
+            if net {
+                l.position.to_string()
+            } else {
+                String::new()
+            },
+            l.owner
+                .as_ref()
+                .map(|o| o.uid.to_string())
+                .unwrap_or_default(),
         ]);
     }
     t.to_string()

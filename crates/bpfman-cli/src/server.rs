@@ -189,7 +189,13 @@ fn attach_spec(info: v1::AttachInfo) -> Result<(AttachSpec, BTreeMap<String, Str
             x.metadata.into_iter().collect(),
         ),
         Info::TcxAttachInfo(x) => (
-            AttachSpec::Tcx(hook(x.iface, x.priority, vec![], x.netns, Some(&x.direction))?),
+            AttachSpec::Tcx(hook(
+                x.iface,
+                x.priority,
+                vec![],
+                x.netns,
+                Some(&x.direction),
+            )?),
             x.metadata.into_iter().collect(),
         ),
         Info::TracepointAttachInfo(x) => (
@@ -306,7 +312,11 @@ impl Bpfman for Service {
                 url: i.url,
                 pull_policy: i.image_pull_policy,
             },
-            None => return Err(Status::invalid_argument("load needs bytecode: a file or an image")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "load needs bytecode: a file or an image",
+                ));
+            }
         };
         let mut programs = Vec::new();
         for info in r.info {
@@ -336,7 +346,10 @@ impl Bpfman for Service {
         let views = self
             .run(move |m| {
                 let loaded = m.load(who, req)?;
-                loaded.into_iter().map(|p| m.get(p.id)).collect::<bpfman::Result<Vec<_>>>()
+                loaded
+                    .into_iter()
+                    .map(|p| m.get(p.id))
+                    .collect::<bpfman::Result<Vec<_>>>()
             })
             .await?;
         Ok(Response::new(v1::LoadResponse {
@@ -413,7 +426,11 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::PullBytecodeRequest>,
     ) -> Result<Response<v1::PullBytecodeResponse>, Status> {
-        let url = request.into_inner().image.map(|i| i.url).unwrap_or_default();
+        let url = request
+            .into_inner()
+            .image
+            .map(|i| i.url)
+            .unwrap_or_default();
         Err(Status::failed_precondition(format!(
             "pulling {url}: this daemon has no image support yet"
         )))
@@ -533,4 +550,3 @@ impl BpfmanExt for Service {
         }))
     }
 }
-

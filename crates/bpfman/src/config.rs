@@ -52,7 +52,10 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
-            Err(e) => Err(Error::invalid(format!("reading config {}: {e}", path.display()))),
+            Err(e) => Err(Error::invalid(format!(
+                "reading config {}: {e}",
+                path.display()
+            ))),
         }
     }
 }
@@ -64,8 +67,13 @@ mod tests {
     #[test]
     fn parses_and_rejects_typos_with_line() {
         let c = Config::parse("[api]\nsocket_group = \"bpfman\"\n", "t").ok();
-        assert_eq!(c.and_then(|c| c.api.socket_group).as_deref(), Some("bpfman"));
-        let e = Config::parse("[api]\n\nsocket_grup = 1\n", "t").err().map(|e| e.to_string());
+        assert_eq!(
+            c.and_then(|c| c.api.socket_group).as_deref(),
+            Some("bpfman")
+        );
+        let e = Config::parse("[api]\n\nsocket_grup = 1\n", "t")
+            .err()
+            .map(|e| e.to_string());
         let e = e.unwrap_or_default();
         assert!(e.contains("line 3"), "{e}");
         assert!(e.contains("socket_grup"), "{e}");

@@ -130,7 +130,9 @@ fn read_bytecode(bytecode: &Bytecode) -> Result<Vec<u8>> {
 
 fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32)]) -> Result<()> {
     if h.iface.is_empty() {
-        return Err(Error::invalid(format!("{kind} attach needs an interface (--iface)")));
+        return Err(Error::invalid(format!(
+            "{kind} attach needs an interface (--iface)"
+        )));
     }
     if !(1..=1000).contains(&h.priority) {
         return Err(Error::invalid(format!(
@@ -218,7 +220,10 @@ impl Manager {
                 return Err(Error::invalid("a program's function name is empty"));
             }
             if req.programs[..i].iter().any(|q| q.name == p.name) {
-                return Err(Error::invalid(format!("function '{}' is named twice", p.name)));
+                return Err(Error::invalid(format!(
+                    "function '{}' is named twice",
+                    p.name
+                )));
             }
             if p.kind.needs_attach_fn() && p.attach_fn.as_deref().unwrap_or("").is_empty() {
                 return Err(Error::invalid(format!(
@@ -227,7 +232,10 @@ impl Manager {
                 )));
             }
             if p.kind.needs_attach_fn() {
-                self.require("fentry", &format!("loading {} program '{}'", p.kind, p.name))?;
+                self.require(
+                    "fentry",
+                    &format!("loading {} program '{}'", p.kind, p.name),
+                )?;
             }
         }
         for (k, v) in &req.global_data {
@@ -259,14 +267,14 @@ impl Manager {
         };
         let shared_dir = owner.as_ref().map(|o| PathBuf::from(&o.map_pin_path));
         let plan = LoadPlan {
-            programs: &req.programs,
-            global_data: &req.global_data,
+            programs: req.programs.clone(),
+            global_data: req.global_data.clone(),
             shared_maps: owner
                 .as_ref()
-                .zip(shared_dir.as_deref())
-                .map(|(o, d)| (d, o.maps.as_slice())),
+                .zip(shared_dir)
+                .map(|(o, d)| (d, o.maps.clone())),
         };
-        let loaded = self.kernel.load(&bytes, &plan)?;
+        let loaded = self.kernel.load(bytes, plan)?;
 
         let created_at = now_rfc3339();
         let first_id = loaded.programs.first().map(|p| p.id).unwrap_or(0);
@@ -389,7 +397,10 @@ impl Manager {
                 self.require("tcx", "attaching tcx programs")?;
             }
             AttachSpec::Tracepoint { tracepoint } => {
-                if tracepoint.split_once('/').is_none_or(|(a, b)| a.is_empty() || b.is_empty()) {
+                if tracepoint
+                    .split_once('/')
+                    .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+                {
                     return Err(Error::invalid(format!(
                         "tracepoint '{tracepoint}' must be CATEGORY/NAME, e.g. syscalls/sys_enter_openat"
                     )));
@@ -417,7 +428,9 @@ impl Manager {
                 ..
             } => {
                 if target.is_empty() {
-                    return Err(Error::invalid("uprobe attach needs --target PATH_OR_LIBRARY"));
+                    return Err(Error::invalid(
+                        "uprobe attach needs --target PATH_OR_LIBRARY",
+                    ));
                 }
                 if fn_name.as_deref().unwrap_or("").is_empty() && *offset == 0 {
                     return Err(Error::invalid("uprobe attach needs --fn-name or --offset"));
@@ -504,15 +517,22 @@ impl Manager {
         };
         let id = self.store.insert_link(&link, hook.as_deref())?;
         let pin = self.kernel.link_pin(id);
-        let attached = match self.kernel.attach(p.kind, Path::new(&p.pin_path), &spec, &pin, tcx_anchor) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = self.store.delete_link(id);
-                return Err(e);
-            }
-        };
+        let attached =
+            match self
+                .kernel
+                .attach(p.kind, Path::new(&p.pin_path), &spec, &pin, tcx_anchor)
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = self.store.delete_link(id);
+                    return Err(e);
+                }
+            };
         let pin_s = pin.display().to_string();
-        if let Err(e) = self.store.complete_link(id, &pin_s, attached.kernel_link_id) {
+        if let Err(e) = self
+            .store
+            .complete_link(id, &pin_s, attached.kernel_link_id)
+        {
             let _ = self.kernel.detach(&pin);
             let _ = self.store.delete_link(id);
             return Err(e);
@@ -576,7 +596,9 @@ impl Manager {
 
     pub fn link(&self, id: u32) -> Result<Link> {
         self.store.link(id)?.ok_or_else(|| {
-            Error::not_found(format!("link {id} does not exist (see `bpfman list links`)"))
+            Error::not_found(format!(
+                "link {id} does not exist (see `bpfman list links`)"
+            ))
         })
     }
 
@@ -630,11 +652,18 @@ impl Manager {
         let managed = self.store.programs()?;
         let mut out = Vec::new();
         for p in managed.iter().cloned() {
-            if !filter.metadata.iter().all(|(k, v)| p.metadata.get(k) == Some(v)) {
+            if !filter
+                .metadata
+                .iter()
+                .all(|(k, v)| p.metadata.get(k) == Some(v))
+            {
                 continue;
             }
             let v = self.view(p)?;
-            if filter.kernel_type.is_some_and(|t| t != v.kernel.program_type) {
+            if filter
+                .kernel_type
+                .is_some_and(|t| t != v.kernel.program_type)
+            {
                 continue;
             }
             out.push(v);
@@ -671,7 +700,11 @@ impl Manager {
                     l.id,
                     l.program_id,
                     l.spec.target(),
-                    if l.pin_path.is_empty() { "(never made)" } else { &l.pin_path }
+                    if l.pin_path.is_empty() {
+                        "(never made)"
+                    } else {
+                        &l.pin_path
+                    }
                 ));
                 self.store.delete_link(l.id)?;
             }
@@ -701,7 +734,12 @@ impl Manager {
             .iter()
             .map(|p| p.pin_path.clone())
             .collect();
-        let known_links: Vec<String> = self.store.links(None)?.iter().map(|l| l.pin_path.clone()).collect();
+        let known_links: Vec<String> = self
+            .store
+            .links(None)?
+            .iter()
+            .map(|l| l.pin_path.clone())
+            .collect();
         let known_maps: Vec<String> = self
             .store
             .programs()?

@@ -63,12 +63,12 @@ impl ProgramKind {
     /// The kernel's `bpf_prog_type` number for programs of this kind.
     pub fn kernel_prog_type(self) -> u32 {
         match self {
-            Self::Xdp => 6,                                 // BPF_PROG_TYPE_XDP
-            Self::Tc | Self::Tcx => 3,                      // BPF_PROG_TYPE_SCHED_CLS
-            Self::Tracepoint => 5,                          // BPF_PROG_TYPE_TRACEPOINT
-            Self::Kprobe | Self::Kretprobe => 2,            // BPF_PROG_TYPE_KPROBE
-            Self::Uprobe | Self::Uretprobe => 2,            // uprobes are KPROBE programs
-            Self::Fentry | Self::Fexit => 26,               // BPF_PROG_TYPE_TRACING
+            Self::Xdp => 6,                      // BPF_PROG_TYPE_XDP
+            Self::Tc | Self::Tcx => 3,           // BPF_PROG_TYPE_SCHED_CLS
+            Self::Tracepoint => 5,               // BPF_PROG_TYPE_TRACEPOINT
+            Self::Kprobe | Self::Kretprobe => 2, // BPF_PROG_TYPE_KPROBE
+            Self::Uprobe | Self::Uretprobe => 2, // uprobes are KPROBE programs
+            Self::Fentry | Self::Fexit => 26,    // BPF_PROG_TYPE_TRACING
         }
     }
 
@@ -133,10 +133,7 @@ impl Caller {
 #[serde(rename_all = "lowercase")]
 pub enum Bytecode {
     File(String),
-    Image {
-        url: String,
-        pull_policy: i32,
-    },
+    Image { url: String, pull_policy: i32 },
 }
 
 /// One program to load from an object: its function name, kind, and the fentry/fexit target.

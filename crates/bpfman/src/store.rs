@@ -261,7 +261,8 @@ impl Store {
     /// Programs that use `owner_id`'s maps.
     pub fn map_users(&self, owner_id: u32) -> Result<Vec<u32>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT id FROM programs WHERE map_owner_id = ?1 ORDER BY id")?;
+            let mut st =
+                c.prepare("SELECT id FROM programs WHERE map_owner_id = ?1 ORDER BY id")?;
             let rows = st.query_map([owner_id], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -315,7 +316,10 @@ impl Store {
 
     pub fn set_position(&self, id: u32, position: i32) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE links SET position = ?2 WHERE id = ?1", params![id, position])?;
+            c.execute(
+                "UPDATE links SET position = ?2 WHERE id = ?1",
+                params![id, position],
+            )?;
             Ok(())
         })
     }

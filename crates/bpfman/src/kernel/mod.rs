@@ -6,19 +6,21 @@
 
 mod netns;
 pub mod probe;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::links::{FdLink, LinkOrder, LinkType, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{
-    FEntry, FExit, KProbe, ProbeKind, Program, ProgramId, ProgramInfo, SchedClassifier,
-    TracePoint, UProbe, Xdp, XdpMode,
+    FEntry, FExit, KProbe, ProbeKind, Program, ProgramId, ProgramInfo, SchedClassifier, TracePoint,
+    UProbe, Xdp, XdpMode,
 };
-use aya::{Btf, EbpfLoader};
+use aya::{Btf, EbpfLoader, Endianness};
 
 use crate::error::{Error, Result};
 use crate::model::{AttachSpec, Direction, NetHook, ProgramKind, ProgramSpec};
@@ -26,11 +28,12 @@ use crate::model::{AttachSpec, Direction, NetHook, ProgramKind, ProgramSpec};
 pub use netns::{NetnsId, netns_id};
 
 /// What `load` needs beyond the bytecode.
-pub struct LoadPlan<'a> {
-    pub programs: &'a [ProgramSpec],
-    pub global_data: &'a BTreeMap<String, Vec<u8>>,
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub programs: Vec<ProgramSpec>,
+    pub global_data: BTreeMap<String, Vec<u8>>,
     /// Reuse the maps pinned in this directory (map sharing), by map name.
-    pub shared_maps: Option<(&'a Path, &'a [String])>,
+    pub shared_maps: Option<(PathBuf, Vec<String>)>,
 }
 
 /// A program the kernel accepted, pinned.
@@ -80,8 +83,24 @@ pub struct KernelProgram {
 /// Handle on the kernel for one bpffs root.
 pub struct Kernel {
     bpffs: PathBuf,
-    btf: Option<Btf>,
+    workers: Arc<workers::Workers>,
 }
+
+/// The kernel's BTF, read in the host's mount view and parsed on the loader thread.
+fn kernel_btf_bytes() -> Option<Vec<u8>> {
+    fs::read("/sys/kernel/btf/vmlinux").ok()
+}
+
+#[cfg(target_env = "gnu")]
+fn trim_heap() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn trim_heap() {}
 
 fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::kernel(format!("{what}: {e}"))
@@ -110,7 +129,7 @@ impl Kernel {
         }
         Ok(Self {
             bpffs: bpffs.to_path_buf(),
-            btf: Btf::from_sys_fs().ok(),
+            workers: workers::Workers::start(2),
         })
     }
 
@@ -119,7 +138,7 @@ impl Kernel {
     }
 
     pub fn program_pin(&self, id: u32) -> PathBuf {
-        self.bpffs.join(format!("prog_{id}"))
+        program_pin(&self.bpffs, id)
     }
 
     pub fn link_pin(&self, link_id: u32) -> PathBuf {
@@ -127,178 +146,225 @@ impl Kernel {
     }
 
     pub fn map_dir(&self, owner_id: u32) -> PathBuf {
-        self.bpffs.join("maps").join(owner_id.to_string())
+        map_dir(&self.bpffs, owner_id)
     }
 
     /// Loads the named programs of one object (they share its maps and globals) and pins
     /// each. On any failure nothing stays behind: pins are removed and fds closed.
-    pub fn load(&self, bytes: &[u8], plan: &LoadPlan<'_>) -> Result<Loaded> {
-        let mut loader = EbpfLoader::new();
-        loader.btf(self.btf.as_ref());
-        for (name, value) in plan.global_data {
-            loader.override_global(name.as_str(), value.as_slice(), true);
-        }
-        if let Some((dir, names)) = plan.shared_maps {
-            for name in names {
-                loader.map_pin_path(name.as_str(), dir.join(name));
-            }
-        }
-        let mut ebpf = loader.load(bytes).map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("global") || msg.contains("symbol") {
-                Error::invalid(format!("loading the object: {msg}; check the --global names and sizes"))
-            } else {
-                kerr("loading the object", msg)
-            }
-        })?;
+    pub fn load(&self, bytes: Vec<u8>, plan: LoadPlan) -> Result<Loaded> {
+        // Kernel BTF only when the object needs it: CO-RE relocations, or a BTF target.
+        let needs_btf = plan.programs.iter().any(|p| p.kind.needs_attach_fn())
+            || aya_obj::Object::parse(&bytes)
+                .map(|o| o.has_btf_relocations())
+                .map_err(|e| Error::invalid(format!("parsing the ELF object: {e}")))?;
+        let btf_bytes = if needs_btf { kernel_btf_bytes() } else { None };
+        let bpffs = self.bpffs.clone();
+        let r = self
+            .workers
+            .load(move || {
+                let btf = btf_bytes.and_then(|b| Btf::parse(&b, Endianness::default()).ok());
+                let r = load_object(&bpffs, btf.as_ref(), &bytes, &plan);
+                if btf.is_some() {
+                    drop(btf);
+                    trim_heap();
+                }
+                r
+            })
+            .ok_or_else(|| Error::internal("the loader thread is gone"))?;
+        r
+    }
 
-        let available: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        let mut done: Vec<LoadedProgram> = Vec::new();
-        let result = (|| -> Result<()> {
-            for spec in plan.programs {
-                let prog = ebpf.program_mut(&spec.name).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "function '{}' is not a program in this ELF file; it has: {}",
-                        spec.name,
-                        available.join(", ")
-                    ))
-                })?;
-                let kind = self.load_one(prog, spec)?;
-                let info = prog
-                    .info()
-                    .map_err(|e| kerr(format!("reading info of '{}'", spec.name), e))?;
-                let id = info.id();
-                let pin = self.program_pin(id);
-                prog.pin(&pin)
-                    .map_err(|e| kerr(format!("pinning '{}' at {}", spec.name, pin.display()), e))?;
-                done.push(LoadedProgram {
-                    id,
-                    kind,
-                    tag: format!("{:016x}", info.tag()),
-                    pin_path: pin,
-                });
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for p in &done {
-                let _ = fs::remove_file(&p.pin_path);
-            }
-            return Err(e);
-        }
+    pub fn fast_loader(&self) -> bool {
+        self.workers.fast_loader
+    }
+}
 
-        // Pin the object's maps (not its global data sections) under the first program,
-        // unless they are another program's maps.
-        let first = done.first().map(|p| p.id).unwrap_or(0);
-        if let Some((dir, _)) = plan.shared_maps {
-            return Ok(Loaded {
-                programs: done,
-                map_dir: dir.to_path_buf(),
-                maps: Vec::new(),
+fn program_pin(bpffs: &Path, id: u32) -> PathBuf {
+    bpffs.join(format!("prog_{id}"))
+}
+
+fn map_dir(bpffs: &Path, owner_id: u32) -> PathBuf {
+    bpffs.join("maps").join(owner_id.to_string())
+}
+
+fn remove_maps(dir: &Path) {
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Loads the named programs of one object (they share its maps and globals) and pins
+/// each. On any failure nothing stays behind: pins are removed and fds closed.
+fn load_object(bpffs: &Path, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -> Result<Loaded> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(btf);
+    for (name, value) in &plan.global_data {
+        loader.override_global(name.as_str(), value.as_slice(), true);
+    }
+    if let Some((dir, names)) = &plan.shared_maps {
+        for name in names {
+            loader.map_pin_path(name.as_str(), dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(bytes).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("global") || msg.contains("symbol") {
+            Error::invalid(format!(
+                "loading the object: {msg}; check the --global names and sizes"
+            ))
+        } else {
+            kerr("loading the object", msg)
+        }
+    })?;
+
+    let available: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    let mut done: Vec<LoadedProgram> = Vec::new();
+    let result = (|| -> Result<()> {
+        for spec in &plan.programs {
+            let prog = ebpf.program_mut(&spec.name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "function '{}' is not a program in this ELF file; it has: {}",
+                    spec.name,
+                    available.join(", ")
+                ))
+            })?;
+            let kind = load_one(btf, prog, spec)?;
+            let info = prog
+                .info()
+                .map_err(|e| kerr(format!("reading info of '{}'", spec.name), e))?;
+            let id = info.id();
+            let pin = program_pin(bpffs, id);
+            prog.pin(&pin)
+                .map_err(|e| kerr(format!("pinning '{}' at {}", spec.name, pin.display()), e))?;
+            done.push(LoadedProgram {
+                id,
+                kind,
+                tag: format!("{:016x}", info.tag()),
+                pin_path: pin,
             });
         }
-        let map_dir = self.map_dir(first);
-        let mut maps = Vec::new();
-        let pinned = (|| -> Result<()> {
-            fs::create_dir_all(&map_dir)
-                .map_err(|e| Error::internal(format!("creating {}: {e}", map_dir.display())))?;
-            for (name, map) in ebpf.maps() {
-                if name.starts_with('.') {
-                    continue;
-                }
-                map.pin(map_dir.join(name))
-                    .map_err(|e| kerr(format!("pinning map '{name}'"), e))?;
-                maps.push(name.to_string());
-            }
-            Ok(())
-        })();
-        if let Err(e) = pinned {
-            self.remove_maps(&map_dir);
-            for p in &done {
-                let _ = fs::remove_file(&p.pin_path);
-            }
-            return Err(e);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for p in &done {
+            let _ = fs::remove_file(&p.pin_path);
         }
-        Ok(Loaded {
+        return Err(e);
+    }
+
+    // Pin the object's maps (not its global data sections) under the first program,
+    // unless they are another program's maps.
+    let first = done.first().map(|p| p.id).unwrap_or(0);
+    if let Some((dir, _)) = &plan.shared_maps {
+        return Ok(Loaded {
             programs: done,
-            map_dir,
-            maps,
-        })
+            map_dir: dir.clone(),
+            maps: Vec::new(),
+        });
     }
-
-    fn load_one(&self, prog: &mut Program, spec: &ProgramSpec) -> Result<ProgramKind> {
-        let section_kind = match &*prog {
-            Program::Xdp(_) => "xdp",
-            Program::SchedClassifier(_) => "tc",
-            Program::TracePoint(_) => "tracepoint",
-            Program::KProbe(p) if matches!(p.kind(), ProbeKind::Return) => "kretprobe",
-            Program::KProbe(_) => "kprobe",
-            Program::UProbe(p) if matches!(p.kind(), ProbeKind::Return) => "uretprobe",
-            Program::UProbe(_) => "uprobe",
-            Program::FEntry(_) => "fentry",
-            Program::FExit(_) => "fexit",
-            _ => "unsupported",
-        };
-        // The section decides entry or return probe (upstream's rule): a kprobe or uprobe
-        // request takes either flavour; the flavour is reported back.
-        let fits = match spec.kind {
-            ProgramKind::Tc | ProgramKind::Tcx => section_kind == "tc",
-            ProgramKind::Kprobe | ProgramKind::Kretprobe => section_kind.starts_with("k"),
-            ProgramKind::Uprobe | ProgramKind::Uretprobe => section_kind.starts_with("u"),
-            k => section_kind == k.as_str(),
-        };
-        if !fits {
-            return Err(Error::invalid(format!(
-                "function '{}' is a {section_kind} program (from its ELF section), not {}; \
-                 use --programs {section_kind}:{}",
-                spec.name, spec.kind, spec.name
-            )));
+    let map_dir = map_dir(bpffs, first);
+    let mut maps = Vec::new();
+    let pinned = (|| -> Result<()> {
+        fs::create_dir_all(&map_dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", map_dir.display())))?;
+        for (name, map) in ebpf.maps() {
+            if name.starts_with('.') {
+                continue;
+            }
+            map.pin(map_dir.join(name))
+                .map_err(|e| kerr(format!("pinning map '{name}'"), e))?;
+            maps.push(name.to_string());
         }
-        let actual = match section_kind {
-            "kretprobe" => ProgramKind::Kretprobe,
-            "kprobe" => ProgramKind::Kprobe,
-            "uretprobe" => ProgramKind::Uretprobe,
-            "uprobe" => ProgramKind::Uprobe,
-            _ => spec.kind,
-        };
-        let what = format!("loading {} program '{}'", actual, spec.name);
-        let r = match prog {
-            Program::Xdp(p) => p.load(),
-            Program::SchedClassifier(p) => p.load(),
-            Program::TracePoint(p) => p.load(),
-            Program::KProbe(p) => p.load(),
-            Program::UProbe(p) => p.load(),
-            Program::FEntry(p) => {
-                let f = attach_fn(spec)?;
-                p.load(f, self.need_btf()?)
-            }
-            Program::FExit(p) => {
-                let f = attach_fn(spec)?;
-                p.load(f, self.need_btf()?)
-            }
-            _ => return Err(Error::invalid(format!("{what}: unsupported program type"))),
-        };
-        r.map_err(|e| {
-            if has_errno(&e, libc::EPERM) && spec.kind.needs_attach_fn() {
-                Error::unsupported(format!(
-                    "{what}: the kernel refused with EPERM; this kernel does not allow \
+        Ok(())
+    })();
+    if let Err(e) = pinned {
+        remove_maps(&map_dir);
+        for p in &done {
+            let _ = fs::remove_file(&p.pin_path);
+        }
+        return Err(e);
+    }
+    Ok(Loaded {
+        programs: done,
+        map_dir,
+        maps,
+    })
+}
+
+fn load_one(btf: Option<&Btf>, prog: &mut Program, spec: &ProgramSpec) -> Result<ProgramKind> {
+    let section_kind = match &*prog {
+        Program::Xdp(_) => "xdp",
+        Program::SchedClassifier(_) => "tc",
+        Program::TracePoint(_) => "tracepoint",
+        Program::KProbe(p) if matches!(p.kind(), ProbeKind::Return) => "kretprobe",
+        Program::KProbe(_) => "kprobe",
+        Program::UProbe(p) if matches!(p.kind(), ProbeKind::Return) => "uretprobe",
+        Program::UProbe(_) => "uprobe",
+        Program::FEntry(_) => "fentry",
+        Program::FExit(_) => "fexit",
+        _ => "unsupported",
+    };
+    // The section decides entry or return probe (upstream's rule): a kprobe or uprobe
+    // request takes either flavour; the flavour is reported back.
+    let fits = match spec.kind {
+        ProgramKind::Tc | ProgramKind::Tcx => section_kind == "tc",
+        ProgramKind::Kprobe | ProgramKind::Kretprobe => section_kind.starts_with("k"),
+        ProgramKind::Uprobe | ProgramKind::Uretprobe => section_kind.starts_with("u"),
+        k => section_kind == k.as_str(),
+    };
+    if !fits {
+        return Err(Error::invalid(format!(
+            "function '{}' is a {section_kind} program (from its ELF section), not {}; \
+                 use --programs {section_kind}:{}",
+            spec.name, spec.kind, spec.name
+        )));
+    }
+    let actual = match section_kind {
+        "kretprobe" => ProgramKind::Kretprobe,
+        "kprobe" => ProgramKind::Kprobe,
+        "uretprobe" => ProgramKind::Uretprobe,
+        "uprobe" => ProgramKind::Uprobe,
+        _ => spec.kind,
+    };
+    let what = format!("loading {} program '{}'", actual, spec.name);
+    let r = match prog {
+        Program::Xdp(p) => p.load(),
+        Program::SchedClassifier(p) => p.load(),
+        Program::TracePoint(p) => p.load(),
+        Program::KProbe(p) => p.load(),
+        Program::UProbe(p) => p.load(),
+        Program::FEntry(p) => {
+            let f = attach_fn(spec)?;
+            p.load(f, need_btf(btf)?)
+        }
+        Program::FExit(p) => {
+            let f = attach_fn(spec)?;
+            p.load(f, need_btf(btf)?)
+        }
+        _ => return Err(Error::invalid(format!("{what}: unsupported program type"))),
+    };
+    r.map_err(|e| {
+        if has_errno(&e, libc::EPERM) && spec.kind.needs_attach_fn() {
+            Error::unsupported(format!(
+                "{what}: the kernel refused with EPERM; this kernel does not allow \
                      fentry/fexit programs (feature 'fentry'; see `bpfman system info`)"
-                ))
-            } else if has_errno(&e, libc::ESRCH) || has_errno(&e, libc::ENOENT) {
-                Error::invalid(format!("{what}: {e}; is the target function name right?"))
-            } else {
-                kerr(&what, e)
-            }
-        })?;
-        Ok(actual)
-    }
+            ))
+        } else if has_errno(&e, libc::ESRCH) || has_errno(&e, libc::ENOENT) {
+            Error::invalid(format!("{what}: {e}; is the target function name right?"))
+        } else {
+            kerr(&what, e)
+        }
+    })?;
+    Ok(actual)
+}
 
-    fn need_btf(&self) -> Result<&Btf> {
-        self.btf.as_ref().ok_or_else(|| {
-            Error::unsupported("this kernel exposes no BTF at /sys/kernel/btf/vmlinux (needed by fentry/fexit)")
-        })
-    }
+fn need_btf(btf: Option<&Btf>) -> Result<&Btf> {
+    btf.ok_or_else(|| {
+        Error::unsupported(
+            "this kernel exposes no BTF at /sys/kernel/btf/vmlinux (needed by fentry/fexit)",
+        )
+    })
+}
 
+impl Kernel {
     /// Facts about a pinned program.
     pub fn pinned_info(&self, pin: &Path) -> Result<KernelProgram> {
         let info = ProgramInfo::from_pin(pin)
@@ -319,13 +385,16 @@ impl Kernel {
         match fs::remove_file(pin) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::internal(format!("removing pin {}: {e}", pin.display()))),
+            Err(e) => Err(Error::internal(format!(
+                "removing pin {}: {e}",
+                pin.display()
+            ))),
         }
     }
 
     /// Removes a map directory and its pins.
     pub fn remove_maps(&self, dir: &Path) {
-        let _ = fs::remove_dir_all(dir);
+        remove_maps(dir)
     }
 
     /// Attaches a pinned program and pins the resulting link at `link_pin`.
@@ -425,7 +494,12 @@ impl Kernel {
                     .take_link(id)
                     .map_err(|e| kerr(&what, e))?
                     .try_into()
-                    .map_err(|e| kerr(format!("{what}: not a bpf_link (kernel older than 5.15?)"), e))?;
+                    .map_err(|e| {
+                        kerr(
+                            format!("{what}: not a bpf_link (kernel older than 5.15?)"),
+                            e,
+                        )
+                    })?;
                 pin_link(link, link_pin, None)
             }
             AttachSpec::Kprobe {
@@ -501,7 +575,10 @@ impl Kernel {
                         Error::not_found(format!(
                             "{what}: cannot resolve uprobe target {}{}: {msg}",
                             target_path.display(),
-                            fn_name.as_deref().map(|f| format!(":{f}")).unwrap_or_default()
+                            fn_name
+                                .as_deref()
+                                .map(|f| format!(":{f}"))
+                                .unwrap_or_default()
                         ))
                     } else {
                         kerr(&what, msg)
@@ -536,8 +613,19 @@ impl Kernel {
         }
         match PinnedLink::from_pin(link_pin) {
             Ok(l) => {
-                l.unpin()
-                    .map_err(|e| Error::internal(format!("unpinning {}: {e}", link_pin.display())))?;
+                let link = l.unpin().map_err(|e| {
+                    Error::internal(format!("unpinning {}: {e}", link_pin.display()))
+                })?;
+                // Perf-event links unregister at close and then wait out RCU grace
+                // periods inside close(); let the reaper wait instead of the caller.
+                let perf = link
+                    .info()
+                    .ok()
+                    .and_then(|i| i.link_type().ok())
+                    .is_some_and(|t| t == LinkType::PerfEvent);
+                if perf {
+                    self.workers.reap(Box::new(link));
+                }
                 Ok(())
             }
             Err(_) => fs::remove_file(link_pin)
@@ -608,7 +696,10 @@ fn kernel_program(info: &ProgramInfo) -> KernelProgram {
         id: info.id(),
         name: info.name_as_str().unwrap_or("").to_string(),
         program_type: info.program_type() as u32,
-        loaded_at: info.loaded_at().map(crate::model::rfc3339).unwrap_or_default(),
+        loaded_at: info
+            .loaded_at()
+            .map(crate::model::rfc3339)
+            .unwrap_or_default(),
         tag: format!("{:016x}", info.tag()),
         gpl_compatible: info.gpl_compatible().unwrap_or(false),
         map_ids: info.map_ids().ok().flatten().unwrap_or_default(),

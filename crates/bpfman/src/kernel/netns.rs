@@ -31,7 +31,9 @@ pub fn within<T: Send>(path: Option<&str>, f: impl FnOnce() -> Result<T> + Send)
     std::thread::scope(|s| {
         s.spawn(move || {
             setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                Error::invalid(format!("entering network namespace '{path}': {e}; is it a netns file?"))
+                Error::invalid(format!(
+                    "entering network namespace '{path}': {e}; is it a netns file?"
+                ))
             })?;
             f()
         })

@@ -73,7 +73,8 @@ fn probe_freplace() -> Result<String, String> {
             .ok_or("probe_xdp missing")?
             .try_into()
             .map_err(|e| format!("{e}"))?;
-        xdp.load().map_err(|e| format!("loading an XDP target: {e}"))?;
+        xdp.load()
+            .map_err(|e| format!("loading an XDP target: {e}"))?;
         xdp.fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
             .map_err(|e| format!("{e}"))?

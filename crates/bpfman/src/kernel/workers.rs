@@ -1,0 +1,128 @@
+//! Threads the kernel module runs work on.
+//!
+//! * **Loaders.** aya's `EbpfLoader::new()` parses the whole kernel BTF
+//!   (`/sys/kernel/btf/vmlinux`, ~5 MiB) on every call: ~17 ms of CPU and tens of MiB
+//!   of transient allocation per load, even for objects that need no CO-RE
+//!   relocation. Loads therefore run on dedicated threads that live in a private mount
+//!   namespace where `/sys/kernel/btf` is covered by an empty tmpfs, so that parse fails
+//!   at once; the kernel module hands the loader the kernel BTF itself, parsed only
+//!   when the object has CO-RE relocations or needs a BTF target (fentry/fexit).
+//!   Mounts are private to those threads and never propagate to the host.
+//! * **Reaper.** Closing the last fd of a perf-event link (tracepoint, kprobe, uprobe)
+//!   unregisters the probe at once and then waits for RCU grace periods inside
+//!   `close()` (~70 ms here). Detach removes the pin and the record, then hands the
+//!   fd to the reaper, so callers do not wait for the grace periods.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+
+use tracing::{info, warn};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+pub struct Workers {
+    loaders: Mutex<Sender<Job>>,
+    reaper: Mutex<Sender<Box<dyn Send>>>,
+    /// Whether the loaders could hide /sys/kernel/btf (else loads still work, slower).
+    pub fast_loader: bool,
+}
+
+fn hide_kernel_btf() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    if std::path::Path::new("/sys/kernel/btf").is_dir() {
+        mount(
+            Some("tmpfs"),
+            "/sys/kernel/btf",
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=4k"),
+        )
+        .map_err(|e| format!("covering /sys/kernel/btf: {e}"))?;
+    }
+    Ok(())
+}
+
+impl Workers {
+    pub fn start(loaders: usize) -> Arc<Self> {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let (ready_tx, ready_rx) = channel::<bool>();
+        for i in 0..loaders.max(1) {
+            let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
+            let ready = ready_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("bpf-loader-{i}"))
+                .spawn(move || {
+                    let ok = match hide_kernel_btf() {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!("loader thread keeps the host mount view ({e}); loads parse kernel BTF each time");
+                            false
+                        }
+                    };
+                    let _ = ready.send(ok);
+                    drop(ready);
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                warn!("cannot start loader thread: {e}");
+            }
+        }
+        drop(ready_tx);
+        let fast_loader = ready_rx.iter().all(|ok| ok);
+        if fast_loader {
+            info!("loader threads run with kernel BTF hidden from aya's default loader");
+        }
+        let (rtx, rrx) = channel::<Box<dyn Send>>();
+        let _ = std::thread::Builder::new()
+            .name("bpf-reaper".into())
+            .spawn(move || {
+                for obj in rrx {
+                    drop(obj);
+                }
+            });
+        Arc::new(Self {
+            loaders: Mutex::new(tx),
+            reaper: Mutex::new(rtx),
+            fast_loader,
+        })
+    }
+
+    /// Runs `f` on a loader thread and waits for its result.
+    pub fn load<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.loaders.lock().ok()?.send(job).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Drops `obj` (closing its fds) on the reaper thread, or here if it is gone.
+    pub fn reap(&self, obj: Box<dyn Send>) {
+        let failed = match self.reaper.lock() {
+            Ok(tx) => tx.send(obj).err().map(|e| e.0),
+            Err(_) => None,
+        };
+        drop(failed);
+    }
+}
