@@ -450,9 +450,20 @@ pub fn read_counter(pin: &Path) -> u64 {
     value
 }
 
-/// The features the daemon probed.
+/// The features the daemon probed. Where `BPFMAN_REQUIRE_FEATURES` names the feature
+/// (the VM run sets it), a missing feature fails the test instead of skipping it.
 pub fn has_feature(d: &Daemon, name: &str) -> bool {
-    d.json(&["system", "info"])["features"][name]["supported"] == Value::Bool(true)
+    let info = d.json(&["system", "info"]);
+    let has = info["features"][name]["supported"] == Value::Bool(true);
+    let required = std::env::var("BPFMAN_REQUIRE_FEATURES")
+        .map(|v| v.split(',').any(|f| f == name))
+        .unwrap_or(false);
+    assert!(
+        has || !required,
+        "feature '{name}' is required here but missing: {}",
+        info["features"][name]
+    );
+    has
 }
 
 /// Little-endian hex of a u32, for --global.

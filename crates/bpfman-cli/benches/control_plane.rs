@@ -65,11 +65,35 @@ fn xdp_attach(iface: &str) -> v1::AttachInfo {
     }
 }
 
+/// Syscalls with tracepoints, one per concurrent client.
+const SYSCALLS: [&str; 16] = [
+    "getpid",
+    "getppid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "gettid",
+    "sched_yield",
+    "getpgrp",
+    "getsid",
+    "umask",
+    "sync",
+    "times",
+    "newuname",
+    "getcwd",
+    "getrusage",
+];
+
 fn tp_attach() -> v1::AttachInfo {
+    tp_attach_on(SYSCALLS[0])
+}
+
+fn tp_attach_on(syscall: &str) -> v1::AttachInfo {
     v1::AttachInfo {
         info: Some(v1::attach_info::Info::TracepointAttachInfo(
             v1::TracepointAttachInfo {
-                tracepoint: "syscalls/sys_enter_getpid".into(),
+                tracepoint: format!("syscalls/sys_enter_{syscall}"),
                 ..Default::default()
             },
         )),
@@ -92,7 +116,11 @@ async fn cycle(
     ph: &mut Phases,
 ) {
     let t0 = Instant::now();
-    let r = c.load(req).await.expect("load").into_inner();
+    let r = c
+        .load(req)
+        .await
+        .unwrap_or_else(|e| panic!("load: {}", e.message()))
+        .into_inner();
     let t1 = Instant::now();
     let id = r.programs[0].kernel_info.as_ref().expect("kernel info").id;
     let l = c
@@ -101,7 +129,7 @@ async fn cycle(
             attach: Some(attach),
         })
         .await
-        .expect("attach")
+        .unwrap_or_else(|e| panic!("attach: {}", e.message()))
         .into_inner()
         .link_id;
     let t2 = Instant::now();
@@ -109,7 +137,9 @@ async fn cycle(
         .await
         .expect("detach");
     let t3 = Instant::now();
-    c.unload(v1::UnloadRequest { id }).await.expect("unload");
+    c.unload(v1::UnloadRequest { id })
+        .await
+        .unwrap_or_else(|e| panic!("unload: {}", e.message()));
     let t4 = Instant::now();
     ph.load.push(t1 - t0);
     ph.attach.push(t2 - t1);
@@ -160,11 +190,20 @@ fn main() {
         .expect("tp obj");
     let (xdp_obj, tp_obj) = (xdp_obj.display().to_string(), tp_obj.display().to_string());
 
+    for s in SYSCALLS {
+        assert!(
+            Path::new(&format!(
+                "/sys/kernel/tracing/events/syscalls/sys_enter_{s}"
+            ))
+            .exists(),
+            "no tracepoint for {s} (is tracefs mounted?)"
+        );
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("bpfman.sock");
     let cfg = dir.path().join("bpfman.toml");
     std::fs::write(&cfg, "").expect("config");
-    let mut daemon = Command::new(BPFMAN)
+    let daemon = Command::new(BPFMAN)
         .arg("daemon")
         .arg("--runtime-dir")
         .arg(dir.path().join("run"))
@@ -173,10 +212,22 @@ fn main() {
         .arg("--config")
         .arg(&cfg)
         .env("BPFMAN_LOG", "warn")
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("daemon");
     let pid = daemon.id();
+    /// Cleans up even when a phase panics.
+    struct Guard(std::process::Child, PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", "bbench0"]).status();
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = Command::new("umount").arg(&self.1).status();
+        }
+    }
+    let _guard = Guard(daemon, dir.path().join("run/fs"));
     let t = Instant::now();
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
         assert!(
@@ -221,7 +272,7 @@ fn main() {
         let per = (iterations / 4).max(10);
         let t0 = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..clients {
+        for client in 0..clients {
             let uri = uri.clone();
             let obj = tp_obj.clone();
             tasks.push(tokio::spawn(async move {
@@ -229,7 +280,7 @@ fn main() {
                 let mut c = BpfmanClient::new(ch);
                 let mut ph = Phases::default();
                 for _ in 0..per {
-                    cycle(&mut c, load_req(&obj, v1::BpfmanProgramType::Tracepoint, "tp_count"), tp_attach(), &mut ph).await;
+                    cycle(&mut c, load_req(&obj, v1::BpfmanProgramType::Tracepoint, "tp_count"), tp_attach_on(SYSCALLS[client]), &mut ph).await;
                 }
                 ph
             }));
@@ -283,9 +334,4 @@ fn main() {
         println!("| after {} sequential cycles | {rss_after} |", 5 + 2 * iterations);
         println!("| after {} more concurrent cycles | {rss_end} |", clients * per);
     });
-    let _ = Command::new("ip").args(["link", "del", "bbench0"]).status();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let fs = dir.path().join("run/fs");
-    let _ = Command::new("umount").arg(&fs).status();
 }

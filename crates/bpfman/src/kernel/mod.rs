@@ -102,8 +102,22 @@ fn trim_heap() {
 #[cfg(not(target_env = "gnu"))]
 fn trim_heap() {}
 
-fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
-    Error::kernel(format!("{what}: {e}"))
+/// An error and its sources, so the kernel's errno is never lost behind aya's summary.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        cur = src.source();
+    }
+    s.trim_end_matches(". Verifier output: ").to_string()
+}
+
+fn kerr<E: std::error::Error + 'static>(what: impl std::fmt::Display, e: E) -> Error {
+    Error::kernel(format!("{what}: {}", chain(&e)))
 }
 
 /// Whether an aya error chain carries this errno.
@@ -205,13 +219,13 @@ fn load_object(bpffs: &Path, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -
         }
     }
     let mut ebpf = loader.load(bytes).map_err(|e| {
-        let msg = e.to_string();
+        let msg = chain(&e);
         if msg.contains("global") || msg.contains("symbol") {
             Error::invalid(format!(
                 "loading the object: {msg}; check the --global names and sizes"
             ))
         } else {
-            kerr("loading the object", msg)
+            Error::kernel(format!("loading the object: {msg}"))
         }
     })?;
 
@@ -482,7 +496,12 @@ impl Kernel {
                 })?;
                 let mut p = TracePoint::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                 let id = p.attach(cat, name).map_err(|e| {
-                    if has_errno(&e, libc::ENOENT) {
+                    if has_errno(&e, libc::E2BIG) {
+                        Error::precondition(format!(
+                            "tracepoint '{tracepoint}' already runs the kernel's maximum of 64 \
+                             BPF programs; detach some first"
+                        ))
+                    } else if has_errno(&e, libc::ENOENT) {
                         Error::not_found(format!(
                             "tracepoint '{tracepoint}' does not exist (see /sys/kernel/tracing/events/)"
                         ))
@@ -570,7 +589,7 @@ impl Kernel {
                 };
                 let mut p = UProbe::from_pin(prog_pin, pk).map_err(|e| kerr(&what, e))?;
                 let id = p.attach(location, &target_path, scope).map_err(|e| {
-                    let msg = e.to_string();
+                    let msg = chain(&e);
                     if msg.contains("symbol") || msg.contains("No such file") {
                         Error::not_found(format!(
                             "{what}: cannot resolve uprobe target {}{}: {msg}",
@@ -581,7 +600,7 @@ impl Kernel {
                                 .unwrap_or_default()
                         ))
                     } else {
-                        kerr(&what, msg)
+                        Error::kernel(format!("{what}: {msg}"))
                     }
                 })?;
                 let link: FdLink = p

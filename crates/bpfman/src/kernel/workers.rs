@@ -11,7 +11,8 @@
 //! * **Reaper.** Closing the last fd of a perf-event link (tracepoint, kprobe, uprobe)
 //!   unregisters the probe at once and then waits for RCU grace periods inside
 //!   `close()` (~70 ms here). Detach removes the pin and the record, then hands the
-//!   fd to the reaper, so callers do not wait for the grace periods.
+//!   fd to a short-lived reaper thread (one per link, so the grace periods overlap
+//!   instead of queueing), so callers do not wait for them.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,6 @@ type Job = Box<dyn FnOnce() + Send>;
 
 pub struct Workers {
     loaders: Mutex<Sender<Job>>,
-    reaper: Mutex<Sender<Box<dyn Send>>>,
     /// Whether the loaders could hide /sys/kernel/btf (else loads still work, slower).
     pub fast_loader: bool,
 }
@@ -92,17 +92,8 @@ impl Workers {
         if fast_loader {
             info!("loader threads run with kernel BTF hidden from aya's default loader");
         }
-        let (rtx, rrx) = channel::<Box<dyn Send>>();
-        let _ = std::thread::Builder::new()
-            .name("bpf-reaper".into())
-            .spawn(move || {
-                for obj in rrx {
-                    drop(obj);
-                }
-            });
         Arc::new(Self {
             loaders: Mutex::new(tx),
-            reaper: Mutex::new(rtx),
             fast_loader,
         })
     }
@@ -117,12 +108,21 @@ impl Workers {
         rx.recv().ok()
     }
 
-    /// Drops `obj` (closing its fds) on the reaper thread, or here if it is gone.
+    /// Drops `obj` (closing its fds) on a reaper thread, or here if none can start.
     pub fn reap(&self, obj: Box<dyn Send>) {
-        let failed = match self.reaper.lock() {
-            Ok(tx) => tx.send(obj).err().map(|e| e.0),
-            Err(_) => None,
-        };
-        drop(failed);
+        let slot = Arc::new(Mutex::new(Some(obj)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("bpf-reaper".into())
+            .spawn(move || {
+                if let Ok(mut g) = theirs.lock() {
+                    g.take();
+                }
+            });
+        if spawned.is_err()
+            && let Ok(mut g) = slot.lock()
+        {
+            g.take();
+        }
     }
 }
