@@ -103,7 +103,7 @@ fn trim_heap() {
 fn trim_heap() {}
 
 /// An error and its sources, so the kernel's errno is never lost behind aya's summary.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(src) = cur {

@@ -66,7 +66,7 @@ fn probe_freplace() -> Result<String, String> {
     let mut ebpf = EbpfLoader::new()
         .extension("probe_ext")
         .load(PROBE_OBJ)
-        .map_err(|e| format!("loading the probe object: {e}"))?;
+        .map_err(|e| format!("loading the probe object: {}", super::chain(&e)))?;
     let target_fd = {
         let xdp: &mut Xdp = ebpf
             .program_mut("probe_xdp")
@@ -74,7 +74,7 @@ fn probe_freplace() -> Result<String, String> {
             .try_into()
             .map_err(|e| format!("{e}"))?;
         xdp.load()
-            .map_err(|e| format!("loading an XDP target: {e}"))?;
+            .map_err(|e| format!("loading an XDP target: {}", super::chain(&e)))?;
         xdp.fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
             .map_err(|e| format!("{e}"))?
@@ -85,9 +85,9 @@ fn probe_freplace() -> Result<String, String> {
         .try_into()
         .map_err(|e| format!("{e}"))?;
     ext.load(target_fd, "probe_target")
-        .map_err(|e| format!("loading a BPF_PROG_TYPE_EXT program failed: {e}"))?;
+        .map_err(|e| format!("loading a BPF_PROG_TYPE_EXT program failed: {}", super::chain(&e)))?;
     ext.attach()
-        .map_err(|e| format!("attaching freplace failed: {e}"))?;
+        .map_err(|e| format!("attaching freplace failed: {}", super::chain(&e)))?;
     Ok("freplace load and attach to a global function work".into())
 }
 
@@ -98,7 +98,7 @@ fn probe_fentry(btf: Option<&Btf>) -> Result<String, String> {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(btf))
             .load(PROBE_OBJ)
-            .map_err(|e| format!("loading the probe object: {e}"))?;
+            .map_err(|e| format!("loading the probe object: {}", super::chain(&e)))?;
         let p: &mut FEntry = ebpf
             .program_mut("probe_fentry")
             .ok_or("probe_fentry missing")?
@@ -106,7 +106,7 @@ fn probe_fentry(btf: Option<&Btf>) -> Result<String, String> {
             .map_err(|e| format!("{e}"))?;
         match p.load(target, btf) {
             Ok(()) => return Ok(format!("fentry load against {target} works")),
-            Err(e) => last = format!("fentry load against {target} failed: {e}"),
+            Err(e) => last = format!("fentry load against {target} failed: {}", super::chain(&e)),
         }
     }
     Err(last)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (needs root):
+#   1. formatting and lints;
+#   2. unit tests and the host integration suite (real daemon, CLI, kernel, veth/netns);
+#   3. the kernel-feature tests (kprobe, fentry/fexit) in a VM with a stock kernel.
+# Set BPFMAN_SKIP_VM=1 to skip step 3 (it says so when skipped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: the suites load eBPF programs and create network namespaces: run as root" >&2
+    exit 1
+fi
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+
+echo "== fmt and clippy"
+cargo fmt --all -- --check
+cargo clippy -q --all-targets -- -D warnings
+
+echo "== unit tests and host integration suite"
+make -s -C bpf
+cargo test --workspace 2>&1 | tee /tmp/bpfman-host-tests.log
+grep -q "test result: ok" /tmp/bpfman-host-tests.log
+
+if [ "${BPFMAN_SKIP_VM:-0}" = 1 ]; then
+    echo "== SKIPPED: VM suite (BPFMAN_SKIP_VM=1); kprobe and fentry/fexit were not exercised"
+else
+    echo "== VM suite (stock kernel: kprobe, kretprobe, fentry, fexit)"
+    scripts/vm-test.sh
+fi
