@@ -2,6 +2,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// (source under bpf/, object name in OUT_DIR)
+const OBJECTS: &[(&str, &str)] = &[("probe/probe.bpf.c", "probe.bpf.o")];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../bpf");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -12,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "aarch64" => "arm64",
         other => other,
     };
-    for (src, obj) in [("probe/probe.bpf.c", "probe.bpf.o")] {
+    for (src, obj) in OBJECTS {
         let src = root.join(src);
         println!("cargo:rerun-if-changed={}", src.display());
         let status = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))

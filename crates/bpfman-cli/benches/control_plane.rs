@@ -272,7 +272,7 @@ fn main() {
         let per = (iterations / 4).max(10);
         let t0 = Instant::now();
         let mut tasks = Vec::new();
-        for client in 0..clients {
+        for syscall in SYSCALLS.iter().take(clients) {
             let uri = uri.clone();
             let obj = tp_obj.clone();
             tasks.push(tokio::spawn(async move {
@@ -280,7 +280,7 @@ fn main() {
                 let mut c = BpfmanClient::new(ch);
                 let mut ph = Phases::default();
                 for _ in 0..per {
-                    cycle(&mut c, load_req(&obj, v1::BpfmanProgramType::Tracepoint, "tp_count"), tp_attach_on(SYSCALLS[client]), &mut ph).await;
+                    cycle(&mut c, load_req(&obj, v1::BpfmanProgramType::Tracepoint, "tp_count"), tp_attach_on(syscall), &mut ph).await;
                 }
                 ph
             }));

@@ -321,10 +321,10 @@ impl Bpfman for Service {
         let mut programs = Vec::new();
         for info in r.info {
             let kind = kind_from_v1(info.program_type, &info.name)?;
-            let attach_fn = info.info.and_then(|i| i.info).and_then(|i| match i {
-                v1::prog_specific_info::Info::FentryLoadInfo(f) => Some(f.fn_name),
-                v1::prog_specific_info::Info::FexitLoadInfo(f) => Some(f.fn_name),
-                v1::prog_specific_info::Info::LsmLoadInfo(l) => Some(l.hook_name),
+            let attach_fn = info.info.and_then(|i| i.info).map(|i| match i {
+                v1::prog_specific_info::Info::FentryLoadInfo(f) => f.fn_name,
+                v1::prog_specific_info::Info::FexitLoadInfo(f) => f.fn_name,
+                v1::prog_specific_info::Info::LsmLoadInfo(l) => l.hook_name,
             });
             programs.push(ProgramSpec {
                 name: info.name,

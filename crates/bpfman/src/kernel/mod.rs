@@ -173,8 +173,7 @@ impl Kernel {
                 .map_err(|e| Error::invalid(format!("parsing the ELF object: {e}")))?;
         let btf_bytes = if needs_btf { kernel_btf_bytes() } else { None };
         let bpffs = self.bpffs.clone();
-        let r = self
-            .workers
+        self.workers
             .load(move || {
                 let btf = btf_bytes.and_then(|b| Btf::parse(&b, Endianness::default()).ok());
                 let r = load_object(&bpffs, btf.as_ref(), &bytes, &plan);
@@ -184,8 +183,7 @@ impl Kernel {
                 }
                 r
             })
-            .ok_or_else(|| Error::internal("the loader thread is gone"))?;
-        r
+            .ok_or_else(|| Error::internal("the loader thread is gone"))?
     }
 
     pub fn fast_loader(&self) -> bool {

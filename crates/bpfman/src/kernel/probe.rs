@@ -84,8 +84,12 @@ fn probe_freplace() -> Result<String, String> {
         .ok_or("probe_ext missing")?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    ext.load(target_fd, "probe_target")
-        .map_err(|e| format!("loading a BPF_PROG_TYPE_EXT program failed: {}", super::chain(&e)))?;
+    ext.load(target_fd, "probe_target").map_err(|e| {
+        format!(
+            "loading a BPF_PROG_TYPE_EXT program failed: {}",
+            super::chain(&e)
+        )
+    })?;
     ext.attach()
         .map_err(|e| format!("attaching freplace failed: {}", super::chain(&e)))?;
     Ok("freplace load and attach to a global function work".into())
