@@ -820,3 +820,51 @@ fn fentry_and_fexit_count_calls() {
     assert!((30..300).contains(&a), "fentry counted {a}");
     assert!((30..300).contains(&b), "fexit counted {b}");
 }
+
+#[test]
+fn config_sets_xdp_mode_and_bad_config_is_refused_with_its_line() {
+    require_root!();
+    let ns = Netns::new();
+    let d = Daemon::start_with_config(&format!(
+        "[interfaces.{}]\nxdp_mode = \"skb\"\n",
+        ns.host_if
+    ));
+    let id = d.load_one(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_count_pass",
+    ]);
+    d.attach(&[&id.to_string(), "xdp", "-i", &ns.host_if]);
+    let out = std::process::Command::new("ip")
+        .args(["link", "show", "dev", &ns.host_if])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("xdpgeneric"),
+        "not in skb (generic) mode: {text}"
+    );
+    assert!(ns.ping());
+    assert!(d.map_u64(id, "xdp_seen") >= 1);
+
+    // A config that does not parse: the daemon refuses to start and names the line.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[api]\nsocket_group = \"x\"\nsocket_grup = 1\n").unwrap();
+    let out = std::process::Command::new(common::BPFMAN)
+        .args(["daemon", "--runtime-dir"])
+        .arg(dir.path().join("run"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("socket_grup"),
+        "{err}"
+    );
+}

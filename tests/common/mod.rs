@@ -66,12 +66,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts a daemon whose config file holds `config` (TOML).
+    pub fn start_with_config(config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("bpfman-test-")
             .tempdir()
             .expect("tempdir");
         let socket = dir.path().join("bpfman.sock");
         let runtime = dir.path().join("run");
+        std::fs::write(dir.path().join("bpfman.toml"), config).expect("writing config");
         let mut d = Daemon {
             dir,
             socket,

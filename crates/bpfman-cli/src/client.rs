@@ -310,13 +310,10 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
     match cmd {
         Command::Daemon(_) => unreachable_daemon(),
         Command::Load(load) => {
-            let (req, kinds) = match &load {
+            let req = match &load {
                 LoadCommand::File { path, common } => {
                     let f = absolute(path)?.display().to_string();
-                    (
-                        load_request(v1::bytecode_location::Location::File(f), common)?,
-                        &common.programs,
-                    )
+                    load_request(v1::bytecode_location::Location::File(f), common)?
                 }
                 LoadCommand::Image {
                     image_url,
@@ -339,21 +336,17 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                         }
                         None => (None, None),
                     };
-                    (
-                        load_request(
-                            v1::bytecode_location::Location::Image(v1::BytecodeImage {
-                                url: image_url.clone(),
-                                image_pull_policy: policy,
-                                username,
-                                password,
-                            }),
-                            common,
-                        )?,
-                        &common.programs,
-                    )
+                    load_request(
+                        v1::bytecode_location::Location::Image(v1::BytecodeImage {
+                            url: image_url.clone(),
+                            image_pull_policy: policy,
+                            username,
+                            password,
+                        }),
+                        common,
+                    )?
                 }
             };
-            let _ = kinds;
             let mut c = connect(&socket).await?;
             let resp = c.v1.load(req).await.map_err(call_err)?.into_inner();
             let recs = records(&mut c).await?;

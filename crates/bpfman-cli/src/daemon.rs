@@ -115,7 +115,8 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     let paths = Paths::new(&args.runtime_dir, &socket);
     ensure_bpffs(&paths.bpffs)?;
     ensure_tracefs();
-    let (manager, report) = Manager::open(paths.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (manager, report) =
+        Manager::open(paths.clone(), config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(
         "reconciled store with bpffs: {} difference(s) repaired",
         report.actions.len()

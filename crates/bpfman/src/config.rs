@@ -33,18 +33,28 @@ pub struct InterfaceConfig {
 }
 
 impl Config {
-    /// Parses a config file's text; errors name the line and column.
+    /// Parses a config file's text; errors name the line.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| {
+        let c: Config = toml::from_str(text).map_err(|e| {
             let pos = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                     format!(" at line {line}")
                 })
                 .unwrap_or_default();
             Error::invalid(format!("config {origin}{pos}: {}", e.message()))
-        })
+        })?;
+        for (iface, i) in &c.interfaces {
+            if let Some(m) = &i.xdp_mode
+                && !["drv", "skb", "hw"].contains(&m.as_str())
+            {
+                return Err(Error::invalid(format!(
+                    "config {origin}: interfaces.{iface}.xdp_mode = '{m}': use drv, skb or hw"
+                )));
+            }
+        }
+        Ok(c)
     }
 
     /// Reads `path`; a missing file at the default location means defaults.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::{info, warn};
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::probe::Features;
 use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
@@ -90,6 +91,7 @@ pub struct ReconcileReport {
 }
 
 pub struct Manager {
+    config: Config,
     store: Store,
     kernel: Kernel,
     features: Features,
@@ -154,7 +156,7 @@ fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32)]) -> Resu
 
 impl Manager {
     /// Opens the store, probes the kernel, and reconciles the two.
-    pub fn open(paths: Paths) -> Result<(Self, ReconcileReport)> {
+    pub fn open(paths: Paths, config: Config) -> Result<(Self, ReconcileReport)> {
         if let Some(dir) = paths.database.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
@@ -163,6 +165,7 @@ impl Manager {
         let kernel = Kernel::new(&paths.bpffs)?;
         let features = crate::kernel::probe::probe(&paths.bpffs);
         let m = Self {
+            config,
             store,
             kernel,
             features,
@@ -514,20 +517,28 @@ impl Manager {
             owner: caller,
             created_at: now_rfc3339(),
             position,
+            hook: hook.clone(),
         };
-        let id = self.store.insert_link(&link, hook.as_deref())?;
+        let id = self.store.insert_link(&link)?;
         let pin = self.kernel.link_pin(id);
-        let attached =
-            match self
-                .kernel
-                .attach(p.kind, Path::new(&p.pin_path), &spec, &pin, tcx_anchor)
-            {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = self.store.delete_link(id);
-                    return Err(e);
-                }
-            };
+        let xdp_mode = spec
+            .net_hook()
+            .and_then(|h| self.config.interfaces.get(&h.iface))
+            .and_then(|i| i.xdp_mode.clone());
+        let attached = match self.kernel.attach(
+            p.kind,
+            Path::new(&p.pin_path),
+            &spec,
+            &pin,
+            tcx_anchor,
+            xdp_mode.as_deref(),
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.store.delete_link(id);
+                return Err(e);
+            }
+        };
         let pin_s = pin.display().to_string();
         if let Err(e) = self
             .store
@@ -573,13 +584,8 @@ impl Manager {
     }
 
     fn detach_locked(&self, l: &Link) -> Result<()> {
-        let hook = match l.spec.net_hook() {
-            Some(h) => {
-                let ns = netns_id(h.netns.as_deref()).unwrap_or(0);
-                hook_key(&l.spec, l.ifindex, ns)
-            }
-            None => None,
-        };
+        // The key recorded at attach: the namespace may be gone by now.
+        let hook = l.hook.clone();
         let hlock = hook.as_ref().map(|k| self.lock(format!("hook/{k}")));
         let _hg = match &hlock {
             Some(lk) => Some(lk.lock().map_err(|_| Error::internal("lock poisoned"))?),

@@ -325,6 +325,8 @@ pub struct Link {
     pub created_at: String,
     /// Position on a shared hook (0-based), when the hook orders programs.
     pub position: i32,
+    /// The exclusive or ordered hook the link occupies (see `store::hook_key`).
+    pub hook: Option<String>,
 }
 
 /// What the daemon found the kernel able to do, probed once at start.

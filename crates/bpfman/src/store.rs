@@ -94,7 +94,7 @@ const PROGRAM_COLS: &str = "id, name, kind, bytecode, attach_fn, global_data, me
     map_owner_id, map_pin_path, maps, pin_path, owner_uid, owner_gid, owner_pid, created_at, tag";
 
 const LINK_COLS: &str = "id, program_id, spec, ifindex, kernel_link_id, pin_path, metadata, \
-    owner_uid, owner_gid, owner_pid, created_at, position";
+    owner_uid, owner_gid, owner_pid, created_at, position, hook";
 
 fn program_from_row(r: &Row<'_>) -> rusqlite::Result<Program> {
     let kind: String = r.get(2)?;
@@ -142,6 +142,7 @@ fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
         },
         created_at: r.get(10)?,
         position: r.get(11)?,
+        hook: r.get(12)?,
     })
 }
 
@@ -276,7 +277,7 @@ impl Store {
     }
 
     /// Records a link and returns its new id (never one used before in this store).
-    pub fn insert_link(&self, l: &Link, hook: Option<&str>) -> Result<u32> {
+    pub fn insert_link(&self, l: &Link) -> Result<u32> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO links (program_id, kind, spec, hook, ifindex, kernel_link_id, \
@@ -286,7 +287,7 @@ impl Store {
                     l.program_id,
                     l.spec.name(),
                     json(&l.spec)?,
-                    hook,
+                    l.hook,
                     l.ifindex,
                     l.kernel_link_id,
                     l.pin_path,
@@ -418,6 +419,7 @@ mod tests {
             owner: Caller::daemon(),
             created_at: "t".into(),
             position: 0,
+            hook: Some("xdp/1/3".into()),
         }
     }
 
@@ -446,10 +448,10 @@ mod tests {
     fn link_ids_are_never_reused() -> Result<()> {
         let s = Store::in_memory()?;
         s.insert_programs(&[prog(7, None)])?;
-        let a = s.insert_link(&link(7), Some("xdp/1/3"))?;
+        let a = s.insert_link(&link(7))?;
         s.complete_link(a, "/fs/links/1", 9)?;
         s.delete_link(a)?;
-        let b = s.insert_link(&link(7), Some("xdp/1/3"))?;
+        let b = s.insert_link(&link(7))?;
         assert!(b > a, "link id {b} reused after {a}");
         assert_eq!(s.links_on_hook("xdp/1/3")?.len(), 1);
         // A program with links cannot be deleted.

@@ -417,6 +417,7 @@ impl Kernel {
         spec: &AttachSpec,
         link_pin: &Path,
         tcx_order: Option<TcxAnchor>,
+        xdp_mode: Option<&str>,
     ) -> Result<Attached> {
         let what = format!("attaching {} program {}", kind, prog_pin.display());
         match spec {
@@ -424,7 +425,19 @@ impl Kernel {
                 let ifindex = ifindex(&hook.iface)?;
                 let mut p = Xdp::from_pin(prog_pin, aya_obj::programs::XdpAttachType::Interface)
                     .map_err(|e| kerr(&what, e))?;
-                let id = p.attach(&hook.iface, XdpMode::Default).map_err(|e| {
+                let mode = match xdp_mode {
+                    None => XdpMode::Default,
+                    Some("drv") => XdpMode::Driver,
+                    Some("skb") => XdpMode::Skb,
+                    Some("hw") => XdpMode::Hardware,
+                    Some(other) => {
+                        return Err(Error::invalid(format!(
+                            "config: interfaces.{}.xdp_mode = '{other}': use drv, skb or hw",
+                            hook.iface
+                        )));
+                    }
+                };
+                let id = p.attach(&hook.iface, mode).map_err(|e| {
                     if has_errno(&e, libc::EBUSY) || has_errno(&e, libc::EEXIST) {
                         Error::exists(format!(
                             "interface {} already has an XDP program attached; detach it first \
