@@ -252,4 +252,6 @@ pub enum GetCommand {
 pub enum SystemCommand {
     /// Kernel version, kernel features, daemon paths and version.
     Info,
+    /// Re-read the daemon's config file and apply its policy (root only).
+    Reload,
 }

@@ -527,6 +527,22 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 }
             }
         }
+        Command::System(SystemCommand::Reload) => {
+            let mut c = connect(&socket).await?;
+            let r = c
+                .ext
+                .reload(ext::ReloadRequest {})
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&json!({ "config": r.config, "rules": r.rules })),
+                Output::Table => {
+                    println!("reloaded {}: {} policy rules", r.config, r.rules);
+                    Ok(())
+                }
+            }
+        }
         Command::System(SystemCommand::Info) => {
             let mut c = connect(&socket).await?;
             let i = c

@@ -79,16 +79,30 @@ fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener>
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
-    if let Some(g) = group {
-        let gid = match g.parse::<u32>() {
-            Ok(n) => nix::unistd::Gid::from_raw(n),
-            Err(_) => {
-                nix::unistd::Group::from_name(g)
-                    .with_context(|| format!("looking up group {g}"))?
-                    .with_context(|| format!("socket_group '{g}' does not exist (groupadd {g})"))?
-                    .gid
+    // The default group may be absent: then only root can connect. A group the config
+    // names must exist.
+    let (g, explicit) = match group {
+        Some(g) => (g, true),
+        None => ("bpfman", false),
+    };
+    let gid = match g.parse::<u32>() {
+        Ok(n) => Some(nix::unistd::Gid::from_raw(n)),
+        Err(_) => match nix::unistd::Group::from_name(g)
+            .with_context(|| format!("looking up group {g}"))?
+        {
+            Some(gr) => Some(gr.gid),
+            None if explicit => {
+                bail!(
+                    "socket_group '{g}' does not exist (groupadd {g}, or change [api] socket_group)"
+                )
             }
-        };
+            None => {
+                info!("group 'bpfman' does not exist: only root can use the socket");
+                None
+            }
+        },
+    };
+    if let Some(gid) = gid {
         nix::unistd::chown(path, None, Some(gid))
             .with_context(|| format!("chown :{g} {}", path.display()))?;
     }
@@ -137,6 +151,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     let service = Service {
         manager: Arc::new(manager),
         version: env!("CARGO_PKG_VERSION"),
+        config_path: args.config.clone(),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +161,31 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let listener = bind_socket(&socket, config.api.socket_group.as_deref())?;
+        let group = config.api.socket_group.clone();
+        let listener = bind_socket(&socket, group.as_deref())?;
+        // SIGHUP: re-read the config and apply its policy; a bad file keeps the old one.
+        let hup_service = service.clone();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let m = hup_service.manager.clone();
+                        let path = hup_service.config_path.clone();
+                        let r =
+                            tokio::task::spawn_blocking(move || crate::server::reload(&m, &path))
+                                .await;
+                        match r {
+                            Ok(Ok(n)) => info!("SIGHUP: policy reloaded ({n} rules)"),
+                            Ok(Err(e)) => {
+                                warn!("SIGHUP: policy not reloaded, the old one stays: {e}")
+                            }
+                            Err(e) => warn!("SIGHUP: reload failed: {e}"),
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!("cannot watch SIGHUP: {e}"),
+        }
         info!("serving on {}", socket.display());
         let shutdown = async {
             let mut term =

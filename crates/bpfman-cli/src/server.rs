@@ -8,6 +8,7 @@ use bpfman::model::{
     AttachSpec, Bytecode, Caller, Direction, Link, LoadRequest, NetHook, Program, ProgramKind,
     ProgramSpec,
 };
+use bpfman::policy::Action;
 use bpfman::{Error, ErrorKind};
 use bpfman_api::ext::{self, bpfman_ext_server::BpfmanExt};
 use bpfman_api::v1::{self, bpfman_server::Bpfman};
@@ -19,6 +20,16 @@ use tracing::warn;
 pub struct Service {
     pub manager: Arc<Manager>,
     pub version: &'static str,
+    /// The config file the daemon was started with (re-read on reload).
+    pub config_path: std::path::PathBuf,
+}
+
+/// Re-reads the config file and applies its policy; the old policy stays on error.
+pub fn reload(m: &Manager, path: &std::path::Path) -> bpfman::Result<u32> {
+    let c = bpfman::config::Config::load(path, false)?;
+    let rules = c.policy.rules.len() as u32;
+    m.reload_policy(c.policy)?;
+    Ok(rules)
 }
 
 fn status(e: Error) -> Status {
@@ -404,13 +415,19 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
+        let who = caller(&request)?;
         let r = request.into_inner();
         let filter = ListFilter {
             kernel_type: r.program_type,
             all: !r.bpfman_programs_only.unwrap_or(true),
             metadata: r.match_metadata.into_iter().collect(),
         };
-        let views = self.run(move |m| m.list(&filter)).await?;
+        let views = self
+            .run(move |m| {
+                m.authorize_read(who, Action::List)?;
+                m.list(&filter)
+            })
+            .await?;
         Ok(Response::new(v1::ListResponse {
             results: views
                 .iter()
@@ -440,8 +457,14 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
+        let who = caller(&request)?;
         let id = request.into_inner().id;
-        let v = self.run(move |m| m.get(id)).await?;
+        let v = self
+            .run(move |m| {
+                m.authorize_read(who, Action::Get)?;
+                m.get(id)
+            })
+            .await?;
         Ok(Response::new(v1::GetResponse {
             info: view_info(&v),
             kernel_info: Some(kernel_info(&v.kernel)),
@@ -455,9 +478,11 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::ListLinksRequest>,
     ) -> Result<Response<ext::ListLinksResponse>, Status> {
+        let who = caller(&request)?;
         let program_id = request.into_inner().program_id;
         let links = self
             .run(move |m| {
+                m.authorize_read(who, Action::List)?;
                 let links = m.links(program_id)?;
                 links
                     .iter()
@@ -478,9 +503,11 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::GetLinkRequest>,
     ) -> Result<Response<ext::LinkInfo>, Status> {
+        let who = caller(&request)?;
         let id = request.into_inner().link_id;
         let info = self
             .run(move |m| {
+                m.authorize_read(who, Action::Get)?;
                 let l = m.link(id)?;
                 let name = m
                     .program_record(l.program_id)?
@@ -494,10 +521,12 @@ impl BpfmanExt for Service {
 
     async fn list_program_records(
         &self,
-        _request: Request<ext::ListProgramRecordsRequest>,
+        request: Request<ext::ListProgramRecordsRequest>,
     ) -> Result<Response<ext::ListProgramRecordsResponse>, Status> {
+        let who = caller(&request)?;
         let programs = self
-            .run(|m| {
+            .run(move |m| {
+                m.authorize_read(who, Action::List)?;
                 Ok(m.list(&ListFilter::default())?
                     .into_iter()
                     .filter_map(|v| v.program)
@@ -547,6 +576,25 @@ impl BpfmanExt for Service {
             daemon_pid: std::process::id(),
             programs,
             links,
+        }))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<ext::ReloadRequest>,
+    ) -> Result<Response<ext::ReloadResponse>, Status> {
+        let who = caller(&request)?;
+        if who.uid != 0 {
+            return Err(Status::permission_denied(
+                "'reload' denied: only root may reload the daemon's policy",
+            ));
+        }
+        let path = self.config_path.clone();
+        let p2 = path.clone();
+        let rules = self.run(move |m| reload(m, &p2)).await?;
+        Ok(Response::new(ext::ReloadResponse {
+            config: path.display().to_string(),
+            rules,
         }))
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::policy::PolicyConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,12 +17,16 @@ pub struct Config {
     /// Per-interface settings, e.g. `[interfaces.eth0] xdp_mode = "skb"`.
     #[serde(default)]
     pub interfaces: BTreeMap<String, InterfaceConfig>,
+    /// Who may do what (see docs/security.md).
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Group that owns the socket (mode 0660). Unset: root's group only.
+    /// Group that owns the socket (mode 0660). Default "bpfman"; when that group does
+    /// not exist the socket stays root's only.
     pub socket_group: Option<String>,
 }
 

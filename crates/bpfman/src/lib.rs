@@ -6,6 +6,7 @@ pub mod error;
 pub mod kernel;
 pub mod manager;
 pub mod model;
+pub mod policy;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

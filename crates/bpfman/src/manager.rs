@@ -7,8 +7,9 @@
 //! locked one by one (a program, a hook), always program before hook.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tracing::{info, warn};
 
@@ -17,8 +18,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::kernel::probe::Features;
 use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
 use crate::model::{
-    AttachSpec, Bytecode, Caller, Link, LoadRequest, NetHook, Program, now_rfc3339,
+    AttachSpec, Bytecode, Caller, Link, LoadRequest, NetHook, Program, ProgramKind, now_rfc3339,
 };
+use crate::policy::{Action, Decision, Policy, PolicyConfig, Request, Subject};
 use crate::store::{Store, hook_key};
 
 /// XDP return codes a program may continue the chain on (and the dispatcher's own).
@@ -92,6 +94,8 @@ pub struct ReconcileReport {
 
 pub struct Manager {
     config: Config,
+    policy: RwLock<Arc<Policy>>,
+    audit: Mutex<Option<std::fs::File>>,
     store: Store,
     kernel: Kernel,
     features: Features,
@@ -164,7 +168,10 @@ impl Manager {
         let store = Store::open(&paths.database)?;
         let kernel = Kernel::new(&paths.bpffs)?;
         let features = crate::kernel::probe::probe(&paths.bpffs);
+        let audit = open_audit(&config.policy)?;
         let m = Self {
+            policy: RwLock::new(Arc::new(Policy::new(config.policy.clone()))),
+            audit: Mutex::new(audit),
             config,
             store,
             kernel,
@@ -174,6 +181,64 @@ impl Manager {
         };
         let report = m.reconcile()?;
         Ok((m, report))
+    }
+
+    /// Replaces the policy (and audit log) in force; programs and links stay as they are.
+    pub fn reload_policy(&self, p: PolicyConfig) -> Result<()> {
+        let audit = open_audit(&p)?;
+        if let Ok(mut a) = self.audit.lock() {
+            *a = audit;
+        }
+        let rules = p.rules.len();
+        if let Ok(mut cur) = self.policy.write() {
+            *cur = Arc::new(Policy::new(p));
+        }
+        info!(rules, "policy reloaded");
+        Ok(())
+    }
+
+    /// Decides a request; mutating ones are written to the audit log. Err when denied.
+    pub fn authorize(&self, caller: Caller, req: &Request<'_>, what: &str) -> Result<Decision> {
+        let who = Subject::resolve(caller.uid, caller.gid);
+        let policy = match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let d = policy.decide(&who, req);
+        let mutating = !matches!(req, Request::Read(_));
+        if mutating {
+            let entry = serde_json::json!({
+                "time": now_rfc3339(),
+                "uid": caller.uid,
+                "gid": caller.gid,
+                "pid": caller.pid,
+                "user": who.user,
+                "command": command_of(caller.pid),
+                "action": req.action().as_str(),
+                "request": what,
+                "rule": d.rule,
+                "decision": if d.allowed { "allow" } else { "deny" },
+                "reason": d.reason,
+            });
+            if let Ok(mut a) = self.audit.lock()
+                && let Some(f) = a.as_mut()
+                && let Err(e) = writeln!(f, "{entry}")
+            {
+                warn!("writing the audit log: {e}");
+            }
+            info!(target: "audit", "{entry}");
+        }
+        if d.allowed {
+            Ok(d)
+        } else {
+            Err(Error::denied(d.reason))
+        }
+    }
+
+    /// Read access (list, get) for a caller.
+    pub fn authorize_read(&self, caller: Caller, action: Action) -> Result<()> {
+        self.authorize(caller, &Request::Read(action), action.as_str())
+            .map(|_| ())
     }
 
     pub fn features(&self) -> &Features {
@@ -248,6 +313,29 @@ impl Manager {
                 )));
             }
         }
+        let owned = self.store.count_owned_programs(caller.uid)?;
+        let kinds: Vec<ProgramKind> = req.programs.iter().map(|p| p.kind).collect();
+        let attach_fns: Vec<&str> = req
+            .programs
+            .iter()
+            .filter_map(|p| p.attach_fn.as_deref())
+            .collect();
+        let names: Vec<String> = req
+            .programs
+            .iter()
+            .map(|p| format!("{}:{}", p.kind, p.name))
+            .collect();
+        self.authorize(
+            caller,
+            &Request::Load {
+                bytecode: &bytecode,
+                kinds,
+                attach_fns,
+                owned_programs: owned,
+                new_programs: req.programs.len() as u32,
+            },
+            &format!("load {} from {bytecode:?}", names.join(" ")),
+        )?;
         let bytes = read_bytecode(&bytecode)?;
 
         // Map sharing: use the maps of the owner (or of the owner's own owner).
@@ -327,10 +415,18 @@ impl Manager {
 
     /// Unloads a program: detaches its links, then removes it (and its maps, when it
     /// owns them). A program whose maps others use is refused until they are unloaded.
-    pub fn unload(&self, _caller: Caller, id: u32) -> Result<()> {
+    pub fn unload(&self, caller: Caller, id: u32) -> Result<()> {
         let lock = self.lock(format!("prog/{id}"));
         let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let p = self.managed(id)?;
+        self.authorize(
+            caller,
+            &Request::Unload {
+                own: p.owner.uid == caller.uid,
+            },
+            &format!("unload program {id}"),
+        )
+        .map_err(|e| e.context(format!("program {id}")))?;
         let users = self.store.map_users(id)?;
         if !users.is_empty() {
             let list: Vec<String> = users.iter().map(|u| u.to_string()).collect();
@@ -381,6 +477,21 @@ impl Manager {
         let plock = self.lock(format!("prog/{program_id}"));
         let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let p = self.managed(program_id)?;
+        let owned_links = self.store.count_owned_links(caller.uid)?;
+        self.authorize(
+            caller,
+            &Request::Attach {
+                kind: p.kind,
+                spec: &spec,
+                owned_links,
+                own_program: p.owner.uid == caller.uid,
+            },
+            &format!(
+                "attach program {program_id} {} {}",
+                spec.name(),
+                spec.target()
+            ),
+        )?;
         if !p.kind.accepts(&spec) {
             return Err(Error::invalid(format!(
                 "program {program_id} ('{}') is a {} program; it cannot be attached as {}",
@@ -574,8 +685,16 @@ impl Manager {
     }
 
     /// Detaches a link.
-    pub fn detach(&self, _caller: Caller, link_id: u32) -> Result<()> {
+    pub fn detach(&self, caller: Caller, link_id: u32) -> Result<()> {
         let l = self.link(link_id)?;
+        self.authorize(
+            caller,
+            &Request::Detach {
+                own: l.owner.uid == caller.uid,
+            },
+            &format!("detach link {link_id}"),
+        )
+        .map_err(|e| e.context(format!("link {link_id}")))?;
         let plock = self.lock(format!("prog/{}", l.program_id));
         let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         // Re-read under the lock: another call may have removed it meanwhile.
@@ -788,6 +907,35 @@ impl Manager {
         }
         Ok(report)
     }
+}
+
+fn open_audit(p: &PolicyConfig) -> Result<Option<std::fs::File>> {
+    let Some(path) = &p.audit_log else {
+        return Ok(None);
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::invalid(format!("audit_log directory {}: {e}", dir.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("opening audit_log {}: {e}", path.display())))
+}
+
+/// The caller's command line, for the audit log.
+fn command_of(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 /// Whether an error is the caller's doing (for logs).

@@ -364,6 +364,26 @@ impl Store {
         })
     }
 
+    pub fn count_owned_programs(&self, uid: u32) -> Result<u32> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM programs WHERE owner_uid = ?1",
+                [uid],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    pub fn count_owned_links(&self, uid: u32) -> Result<u32> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM links WHERE owner_uid = ?1",
+                [uid],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     pub fn counts(&self) -> Result<(u64, u64)> {
         self.with(|c| {
             let p: i64 = c.query_row("SELECT count(*) FROM programs", [], |r| r.get(0))?;

@@ -1,0 +1,624 @@
+//! Who may do what: the daemon's access policy, from the `[policy]` section of its
+//! config. Callers are identified by the kernel (SO_PEERCRED); their supplementary
+//! groups are resolved by the daemon. Root is admin; everything not granted is denied.
+//!
+//! A request is allowed when at least one rule that names the caller (by user or group)
+//! grants the action and every restriction of that rule holds. Omitted restrictions
+//! restrict nothing.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::{AttachSpec, Bytecode, ProgramKind};
+
+/// A user or group, by name or number.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Id {
+    Num(u32),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Load,
+    Attach,
+    Detach,
+    Unload,
+    List,
+    Get,
+    Pull,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Attach => "attach",
+            Self::Detach => "detach",
+            Self::Unload => "unload",
+            Self::List => "list",
+            Self::Get => "get",
+            Self::Pull => "pull",
+        }
+    }
+}
+
+/// One `[[policy.rule]]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default)]
+    pub users: Vec<Id>,
+    #[serde(default)]
+    pub groups: Vec<Id>,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// bpfman program types (xdp, tc, tcx, tracepoint, kprobe, kretprobe, uprobe, ...).
+    pub program_types: Option<Vec<String>>,
+    /// Bytecode files only from under these directories.
+    pub file_dirs: Option<Vec<PathBuf>>,
+    /// Image references by prefix.
+    pub images: Option<Vec<String>>,
+    #[serde(default)]
+    pub require_signature: bool,
+    /// Interface name globs (`*`, `?`).
+    pub interfaces: Option<Vec<String>>,
+    /// Network namespace path globs; omitted: only the daemon's own namespace.
+    pub netns: Option<Vec<String>>,
+    /// Inclusive priority range on shared hooks.
+    pub priority: Option<[i32; 2]>,
+    /// Tracepoint globs (`CATEGORY/NAME`).
+    pub tracepoints: Option<Vec<String>>,
+    /// Kernel function globs for kprobes and fentry/fexit.
+    pub kernel_functions: Option<Vec<String>>,
+    /// Uprobe target paths: directories (prefix) or globs.
+    pub uprobe_targets: Option<Vec<String>>,
+    /// Quota per caller.
+    pub max_programs: Option<u32>,
+    pub max_links: Option<u32>,
+    /// May detach and unload what other callers created.
+    #[serde(default)]
+    pub manage_others: bool,
+}
+
+/// The `[policy]` section.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Where decisions on mutating requests are appended (JSON lines).
+    pub audit_log: Option<PathBuf>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+/// The caller as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub uid: u32,
+    pub user: Option<String>,
+    /// Primary and supplementary groups: (gid, name).
+    pub groups: Vec<(u32, Option<String>)>,
+}
+
+impl Subject {
+    /// Resolves the caller's name and groups from the system's user database.
+    pub fn resolve(uid: u32, gid: u32) -> Self {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+        let mut gids = vec![Gid::from_raw(gid)];
+        if let Some(u) = &user
+            && let Ok(name) = std::ffi::CString::new(u.name.clone())
+            && let Ok(list) = nix::unistd::getgrouplist(&name, Gid::from_raw(gid))
+        {
+            gids.extend(list);
+        }
+        gids.sort_by_key(|g| g.as_raw());
+        gids.dedup();
+        let groups = gids
+            .into_iter()
+            .map(|g| {
+                let name = Group::from_gid(g).ok().flatten().map(|gr| gr.name);
+                (g.as_raw(), name)
+            })
+            .collect();
+        Self {
+            uid,
+            user: user.map(|u| u.name),
+            groups,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.user {
+            Some(n) => format!("uid {} ({n})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
+    }
+}
+
+/// What is being asked, with the facts the policy judges.
+#[derive(Debug, Clone)]
+pub enum Request<'a> {
+    Load {
+        bytecode: &'a Bytecode,
+        kinds: Vec<ProgramKind>,
+        attach_fns: Vec<&'a str>,
+        owned_programs: u32,
+        new_programs: u32,
+    },
+    Attach {
+        kind: ProgramKind,
+        spec: &'a AttachSpec,
+        owned_links: u32,
+        /// Whether the program belongs to the caller.
+        own_program: bool,
+    },
+    Detach {
+        own: bool,
+    },
+    Unload {
+        own: bool,
+    },
+    Pull {
+        image: &'a str,
+    },
+    Read(Action),
+}
+
+impl Request<'_> {
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Load { .. } => Action::Load,
+            Self::Attach { .. } => Action::Attach,
+            Self::Detach { .. } => Action::Detach,
+            Self::Unload { .. } => Action::Unload,
+            Self::Pull { .. } => Action::Pull,
+            Self::Read(a) => *a,
+        }
+    }
+}
+
+/// The outcome, with the rule that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+/// Simple glob: `*` any run, `?` one character.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    fn go(p: &[char], s: &[char]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = s.chars().collect();
+    go(&p, &s)
+}
+
+/// Whether `path` (absolute, normalised lexically) lies under `dir`.
+fn under(path: &Path, dir: &Path) -> bool {
+    let norm = |p: &Path| -> Option<PathBuf> {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                Component::RootDir => out.push("/"),
+                Component::Normal(n) => out.push(n),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if !out.pop() {
+                        return None;
+                    }
+                }
+                Component::Prefix(_) => return None,
+            }
+        }
+        Some(out)
+    };
+    match (norm(path), norm(dir)) {
+        (Some(p), Some(d)) => p.starts_with(d),
+        _ => false,
+    }
+}
+
+fn id_matches(ids: &[Id], num: u32, name: Option<&str>) -> bool {
+    ids.iter().any(|i| match i {
+        Id::Num(n) => *n == num,
+        Id::Name(s) => Some(s.as_str()) == name || s.parse::<u32>().ok() == Some(num),
+    })
+}
+
+impl Rule {
+    pub fn names(&self, who: &Subject) -> bool {
+        id_matches(&self.users, who.uid, who.user.as_deref())
+            || who
+                .groups
+                .iter()
+                .any(|(g, n)| id_matches(&self.groups, *g, n.as_deref()))
+    }
+
+    /// Checks the rule's restrictions; Err names the one that fails.
+    fn check(&self, req: &Request<'_>) -> Result<(), String> {
+        let action = req.action();
+        if !self.actions.contains(&action) {
+            return Err(format!("it does not grant '{}'", action.as_str()));
+        }
+        let kind_ok = |k: ProgramKind| -> Result<(), String> {
+            match &self.program_types {
+                Some(t) if !t.iter().any(|x| x == k.as_str()) => Err(format!(
+                    "program type {k} is not among its program_types ({})",
+                    t.join(", ")
+                )),
+                _ => Ok(()),
+            }
+        };
+        match req {
+            Request::Load {
+                bytecode,
+                kinds,
+                attach_fns,
+                owned_programs,
+                new_programs,
+            } => {
+                for k in kinds {
+                    kind_ok(*k)?;
+                }
+                match bytecode {
+                    Bytecode::File(f) => {
+                        if let Some(dirs) = &self.file_dirs
+                            && !dirs.iter().any(|d| under(Path::new(f), d))
+                        {
+                            return Err(format!(
+                                "bytecode file {f} is not under its file_dirs ({})",
+                                dirs.iter()
+                                    .map(|d| d.display().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
+                        }
+                    }
+                    Bytecode::Image { url, .. } => self.image_ok(url)?,
+                }
+                if let Some(fns) = &self.kernel_functions {
+                    for f in attach_fns {
+                        if !fns.iter().any(|g| glob(g, f)) {
+                            return Err(format!(
+                                "kernel function {f} is not among its kernel_functions"
+                            ));
+                        }
+                    }
+                }
+                if let Some(max) = self.max_programs
+                    && *owned_programs + *new_programs > max
+                {
+                    return Err(format!(
+                        "max_programs is {max} and the caller has {owned_programs}; this load adds {new_programs}"
+                    ));
+                }
+                Ok(())
+            }
+            Request::Attach {
+                kind,
+                spec,
+                owned_links,
+                own_program,
+            } => {
+                kind_ok(*kind)?;
+                if !own_program && !self.manage_others {
+                    return Err("the program belongs to another user".into());
+                }
+                if let Some(h) = spec.net_hook() {
+                    if let Some(globs) = &self.interfaces
+                        && !globs.iter().any(|g| glob(g, &h.iface))
+                    {
+                        return Err(format!(
+                            "interface {} is not among its interfaces ({})",
+                            h.iface,
+                            globs.join(", ")
+                        ));
+                    }
+                    if let Some([lo, hi]) = self.priority
+                        && !(lo..=hi).contains(&h.priority)
+                    {
+                        return Err(format!(
+                            "priority {} is outside its range {lo}..={hi}",
+                            h.priority
+                        ));
+                    }
+                    match (&h.netns, &self.netns) {
+                        (Some(ns), Some(globs)) if !globs.iter().any(|g| glob(g, ns)) => {
+                            return Err(format!("network namespace {ns} is not among its netns"));
+                        }
+                        (Some(ns), None) => {
+                            return Err(format!(
+                                "network namespace {ns}: the rule grants none (add netns = [...])"
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                match spec {
+                    AttachSpec::Tracepoint { tracepoint } => {
+                        if let Some(g) = &self.tracepoints
+                            && !g.iter().any(|g| glob(g, tracepoint))
+                        {
+                            return Err(format!(
+                                "tracepoint {tracepoint} is not among its tracepoints"
+                            ));
+                        }
+                    }
+                    AttachSpec::Kprobe { fn_name, .. } => {
+                        if let Some(g) = &self.kernel_functions
+                            && !g.iter().any(|g| glob(g, fn_name))
+                        {
+                            return Err(format!(
+                                "kernel function {fn_name} is not among its kernel_functions"
+                            ));
+                        }
+                    }
+                    AttachSpec::Uprobe { target, .. } => {
+                        if let Some(t) = &self.uprobe_targets
+                            && !t
+                                .iter()
+                                .any(|t| glob(t, target) || under(Path::new(target), Path::new(t)))
+                        {
+                            return Err(format!(
+                                "uprobe target {target} is not among its uprobe_targets"
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(max) = self.max_links
+                    && *owned_links >= max
+                {
+                    return Err(format!(
+                        "max_links is {max} and the caller has {owned_links}"
+                    ));
+                }
+                Ok(())
+            }
+            Request::Detach { own } | Request::Unload { own } => {
+                if !own && !self.manage_others {
+                    Err("it belongs to another user".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Request::Pull { image } => self.image_ok(image),
+            Request::Read(_) => Ok(()),
+        }
+    }
+
+    fn image_ok(&self, url: &str) -> Result<(), String> {
+        match &self.images {
+            Some(p) if !p.iter().any(|p| url.starts_with(p.as_str())) => Err(format!(
+                "image {url} does not start with any of its images ({})",
+                p.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The policy in force.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub config: PolicyConfig,
+}
+
+impl Policy {
+    pub fn new(config: PolicyConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn decide(&self, who: &Subject, req: &Request<'_>) -> Decision {
+        if who.uid == 0 {
+            return Decision {
+                allowed: true,
+                rule: Some("root".into()),
+                reason: "root is admin".into(),
+            };
+        }
+        let mut reasons = Vec::new();
+        for r in self.config.rules.iter().filter(|r| r.names(who)) {
+            match r.check(req) {
+                Ok(()) => {
+                    return Decision {
+                        allowed: true,
+                        rule: Some(r.name.clone()),
+                        reason: format!("rule '{}' allows it", r.name),
+                    };
+                }
+                Err(why) => reasons.push((r.name.clone(), why)),
+            }
+        }
+        let action = req.action().as_str();
+        match reasons.first() {
+            None => Decision {
+                allowed: false,
+                rule: None,
+                reason: format!("'{action}' denied: no policy rule names {}", who.describe()),
+            },
+            Some((rule, _)) => Decision {
+                allowed: false,
+                rule: Some(rule.clone()),
+                reason: format!(
+                    "'{action}' denied for {}: {}",
+                    who.describe(),
+                    reasons
+                        .iter()
+                        .map(|(n, w)| format!("rule '{n}': {w}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NetHook;
+
+    fn subject(uid: u32, user: &str, groups: &[(u32, &str)]) -> Subject {
+        Subject {
+            uid,
+            user: Some(user.into()),
+            groups: groups
+                .iter()
+                .map(|(g, n)| (*g, Some(n.to_string())))
+                .collect(),
+        }
+    }
+
+    fn policy(toml_text: &str) -> Policy {
+        #[derive(Deserialize)]
+        struct W {
+            policy: PolicyConfig,
+        }
+        let w: W = match toml::from_str(toml_text) {
+            Ok(w) => w,
+            Err(e) => panic!("{e}"),
+        };
+        Policy::new(w.policy)
+    }
+
+    const TEAM_A: &str = r#"
+        [[policy.rule]]
+        name = "team-a"
+        groups = ["team-a"]
+        actions = ["load", "attach", "detach", "unload", "list", "get"]
+        program_types = ["xdp", "tcx", "tracepoint"]
+        file_dirs = ["/opt/team-a/bpf"]
+        interfaces = ["veth*"]
+        priority = [100, 500]
+        max_programs = 2
+        max_links = 1
+    "#;
+
+    fn xdp(iface: &str, prio: i32) -> AttachSpec {
+        AttachSpec::Xdp(NetHook {
+            iface: iface.into(),
+            priority: prio,
+            proceed_on: vec![],
+            netns: None,
+            direction: None,
+        })
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("veth*", "veth0"));
+        assert!(glob("*", ""));
+        assert!(glob("e?h0", "eth0"));
+        assert!(!glob("veth*", "eth0"));
+        assert!(glob("syscalls/sys_enter_*", "syscalls/sys_enter_openat"));
+    }
+
+    #[test]
+    fn paths_do_not_escape_with_dotdot() {
+        assert!(under(Path::new("/opt/a/x.o"), Path::new("/opt/a")));
+        assert!(!under(Path::new("/opt/a/../b/x.o"), Path::new("/opt/a")));
+        assert!(!under(Path::new("/opt/ab/x.o"), Path::new("/opt/a")));
+    }
+
+    #[test]
+    fn tenant_within_and_outside_grants() {
+        let p = policy(TEAM_A);
+        let alice = subject(1001, "alice", &[(1001, "alice"), (2000, "team-a")]);
+        let file = Bytecode::File("/opt/team-a/bpf/x.o".into());
+        let load = |kinds: Vec<ProgramKind>, b: &Bytecode, owned| {
+            p.decide(
+                &alice,
+                &Request::Load {
+                    bytecode: b,
+                    kinds,
+                    attach_fns: vec![],
+                    owned_programs: owned,
+                    new_programs: 1,
+                },
+            )
+        };
+        assert!(load(vec![ProgramKind::Xdp], &file, 0).allowed);
+        let d = load(vec![ProgramKind::Kprobe], &file, 0);
+        assert!(
+            !d.allowed && d.reason.contains("program type kprobe"),
+            "{}",
+            d.reason
+        );
+        let elsewhere = Bytecode::File("/tmp/x.o".into());
+        let d = load(vec![ProgramKind::Xdp], &elsewhere, 0);
+        assert!(!d.allowed && d.reason.contains("file_dirs"), "{}", d.reason);
+        let d = load(vec![ProgramKind::Xdp], &file, 2);
+        assert!(
+            !d.allowed && d.reason.contains("max_programs"),
+            "{}",
+            d.reason
+        );
+
+        let attach = |spec: &AttachSpec, links| {
+            p.decide(
+                &alice,
+                &Request::Attach {
+                    kind: ProgramKind::Xdp,
+                    spec,
+                    owned_links: links,
+                    own_program: true,
+                },
+            )
+        };
+        assert!(attach(&xdp("veth1", 200), 0).allowed);
+        assert!(
+            attach(&xdp("eth0", 200), 0)
+                .reason
+                .contains("interface eth0")
+        );
+        assert!(attach(&xdp("veth1", 50), 0).reason.contains("priority 50"));
+        assert!(attach(&xdp("veth1", 200), 1).reason.contains("max_links"));
+        // Other users' objects.
+        assert!(!p.decide(&alice, &Request::Unload { own: false }).allowed);
+        assert!(p.decide(&alice, &Request::Unload { own: true }).allowed);
+        assert_eq!(
+            p.decide(&alice, &Request::Unload { own: true })
+                .rule
+                .as_deref(),
+            Some("team-a")
+        );
+    }
+
+    #[test]
+    fn unknown_callers_are_denied_and_root_is_admin() {
+        let p = policy(TEAM_A);
+        let bob = subject(1002, "bob", &[(1002, "bob")]);
+        let d = p.decide(&bob, &Request::Read(Action::List));
+        assert!(!d.allowed && d.reason.contains("no policy rule names uid 1002 (bob)"));
+        let root = subject(0, "root", &[(0, "root")]);
+        assert!(p.decide(&root, &Request::Unload { own: false }).allowed);
+        // No policy at all: only root.
+        let empty = Policy::default();
+        assert!(!empty.decide(&bob, &Request::Read(Action::List)).allowed);
+    }
+
+    #[test]
+    fn rules_reject_unknown_keys() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct W {
+            policy: PolicyConfig,
+        }
+        let r: Result<W, _> = toml::from_str("[[policy.rule]]\nname='x'\nprogram_type=['xdp']\n");
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! Access control with real unprivileged users: each tenant runs the real CLI as itself
+//! (`runuser`), the daemon identifies it by SO_PEERCRED and applies the config's policy.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+use std::sync::Once;
+
+use common::{Daemon, Netns, obj};
+use serde_json::Value;
+
+const TENANTS: &str = "bpfmt-tenants";
+const ALICE: &str = "bpfmt-alice"; // team a
+const BOB: &str = "bpfmt-bob"; // team b
+const CAROL: &str = "bpfmt-carol"; // not in the socket's group
+
+fn run(args: &[&str]) {
+    let _ = Command::new(args[0]).args(&args[1..]).output();
+}
+
+/// Creates the test users and groups once (idempotent across runs).
+fn users() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for g in [TENANTS, "bpfmt-team-a", "bpfmt-team-b"] {
+            run(&["groupadd", "-f", g]);
+        }
+        run(&[
+            "useradd",
+            "-M",
+            "-N",
+            "-g",
+            TENANTS,
+            "-G",
+            "bpfmt-team-a",
+            "-s",
+            "/bin/sh",
+            ALICE,
+        ]);
+        run(&[
+            "useradd",
+            "-M",
+            "-N",
+            "-g",
+            TENANTS,
+            "-G",
+            "bpfmt-team-b",
+            "-s",
+            "/bin/sh",
+            BOB,
+        ]);
+        run(&["useradd", "-M", "-N", "-s", "/bin/sh", CAROL]);
+        for u in [ALICE, BOB, CAROL] {
+            let ok = Command::new("id")
+                .arg(u)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            assert!(ok, "could not create test user {u} (useradd)");
+        }
+    });
+}
+
+fn uid(user: &str) -> u64 {
+    let o = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+fn policy(bpf_dir: &str, iface: &str, audit: &str, team_a_max_programs: u32) -> String {
+    format!(
+        r#"
+[api]
+socket_group = "{TENANTS}"
+
+[policy]
+audit_log = "{audit}"
+
+[[policy.rule]]
+name = "team-a"
+groups = ["bpfmt-team-a"]
+actions = ["load", "attach", "detach", "unload", "list", "get"]
+program_types = ["xdp", "tcx", "tracepoint"]
+file_dirs = ["{bpf_dir}"]
+interfaces = ["{iface}"]
+priority = [100, 500]
+max_programs = {team_a_max_programs}
+max_links = 4
+
+[[policy.rule]]
+name = "team-b"
+users = ["{BOB}"]
+actions = ["load", "attach", "detach", "unload", "list", "get"]
+program_types = ["tcx"]
+file_dirs = ["{bpf_dir}"]
+interfaces = ["{iface}"]
+priority = [501, 900]
+"#
+    )
+}
+
+struct Env {
+    d: Daemon,
+    ns: Netns,
+    audit: String,
+    cfg: std::path::PathBuf,
+    bpf_dir: String,
+}
+
+fn setup(max_programs: u32) -> Env {
+    users();
+    let ns = Netns::new();
+    let bpf_dir = std::path::Path::new(&obj("tc_test.bpf.o"))
+        .parent()
+        .unwrap()
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    let audit_dir = tempfile::tempdir().unwrap().keep();
+    let audit = audit_dir.join("audit.log").display().to_string();
+    let d = Daemon::start_with_config(&policy(&bpf_dir, &ns.host_if, &audit, max_programs));
+    // Tenants must reach the socket through the test's private directory.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = d.dir.path().join("bpfman.toml");
+    Env {
+        d,
+        ns,
+        audit,
+        cfg,
+        bpf_dir,
+    }
+}
+
+impl Env {
+    fn as_user(&self, user: &str, args: &[&str]) -> Output {
+        Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("BPFMAN_SOCKET={}", self.d.socket.display()))
+            .arg(common::BPFMAN)
+            .args(args)
+            .output()
+            .expect("runuser")
+    }
+
+    fn ok(&self, user: &str, args: &[&str]) -> Value {
+        let mut a = vec!["-o", "json"];
+        a.extend_from_slice(args);
+        let o = self.as_user(user, &a);
+        assert!(
+            o.status.success(),
+            "{user}: bpfman {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("json")
+    }
+
+    fn denied(&self, user: &str, args: &[&str], want: &str) {
+        let o = self.as_user(user, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{user}: bpfman {} should be refused",
+            args.join(" ")
+        );
+        assert!(
+            err.contains(want),
+            "{user}: bpfman {}: expected '{want}' in: {err}",
+            args.join(" ")
+        );
+    }
+
+    fn load(&self, user: &str, prog: &str) -> u64 {
+        let v = self.ok(
+            user,
+            &[
+                "load",
+                "file",
+                "--path",
+                &obj("tc_test.bpf.o"),
+                "--programs",
+                prog,
+            ],
+        );
+        v[0]["id"].as_u64().unwrap()
+    }
+}
+
+#[test]
+fn tenants_are_confined_to_their_grants() {
+    require_root!();
+    let e = setup(2);
+    let a_uid = uid(ALICE);
+    // Within grants.
+    let p = e.load(ALICE, "tcx:tc_count");
+    let prog = e.ok(ALICE, &["get", "program", &p.to_string()]);
+    assert_eq!(prog["owner_uid"], a_uid, "{prog}");
+    // Outside: program type, file source, quota.
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("tracing_test.bpf.o"),
+            "--programs",
+            "kprobe:kprobe_count",
+        ],
+        "program type kprobe",
+    );
+    let elsewhere = e.d.dir.path().join("copy.o");
+    std::fs::copy(obj("tc_test.bpf.o"), &elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "file",
+            "--path",
+            elsewhere.to_str().unwrap(),
+            "--programs",
+            "tcx:tc_count",
+        ],
+        "file_dirs",
+    );
+    let _p2 = e.load(ALICE, "tcx:tc_drop_icmp");
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("tc_test.bpf.o"),
+            "--programs",
+            "tcx:tc_count",
+        ],
+        "max_programs is 2",
+    );
+    // Attach: interface and priority range.
+    e.denied(
+        ALICE,
+        &[
+            "attach",
+            &p.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            "lo",
+            "-p",
+            "200",
+        ],
+        "interface lo",
+    );
+    e.denied(
+        ALICE,
+        &[
+            "attach",
+            &p.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &e.ns.host_if,
+            "-p",
+            "50",
+        ],
+        "priority 50 is outside its range 100..=500",
+    );
+    let link = e.ok(
+        ALICE,
+        &[
+            "attach",
+            &p.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &e.ns.host_if,
+            "-p",
+            "200",
+        ],
+    )["link_id"]
+        .as_u64()
+        .unwrap();
+    // Bob cannot touch Alice's objects; the error does not describe them.
+    e.denied(BOB, &["unload", &p.to_string()], "belongs to another user");
+    e.denied(
+        BOB,
+        &["detach", &link.to_string()],
+        "belongs to another user",
+    );
+    e.denied(
+        BOB,
+        &[
+            "attach",
+            &p.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &e.ns.host_if,
+            "-p",
+            "600",
+        ],
+        "belongs to another user",
+    );
+    // Carol is not in the socket's group: she cannot even connect.
+    e.denied(CAROL, &["list", "programs"], "permission denied");
+    // Reload is root's.
+    e.denied(ALICE, &["system", "reload"], "only root");
+    // Listing shows owners.
+    let list = e.ok(BOB, &["list", "programs"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["owner_uid"] == a_uid),
+        "{list}"
+    );
+    // Root can do all.
+    e.d.json(&["detach", &link.to_string()]);
+    e.d.json(&["unload", &p.to_string()]);
+
+    // The audit log has each mutating decision with the caller and the rule.
+    let log = std::fs::read_to_string(&e.audit).unwrap();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |uid: u64, action: &str, decision: &str| {
+        entries
+            .iter()
+            .any(|x| x["uid"] == uid && x["action"] == action && x["decision"] == decision)
+    };
+    assert!(find(a_uid, "load", "allow"));
+    assert!(find(a_uid, "load", "deny"));
+    assert!(find(a_uid, "attach", "deny"));
+    assert!(find(uid(BOB), "unload", "deny"));
+    assert!(find(0, "unload", "allow"));
+    let denied_attach = entries
+        .iter()
+        .find(|x| x["action"] == "attach" && x["decision"] == "deny")
+        .unwrap();
+    assert_eq!(denied_attach["rule"], "team-a");
+    assert!(denied_attach["pid"].as_i64().unwrap() > 0);
+    assert!(
+        denied_attach["command"]
+            .as_str()
+            .unwrap()
+            .contains("bpfman")
+    );
+}
+
+#[test]
+fn policy_reload_changes_the_outcome_and_a_bad_file_keeps_the_old_one() {
+    require_root!();
+    let e = setup(1);
+    e.load(ALICE, "tcx:tc_count");
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("tc_test.bpf.o"),
+            "--programs",
+            "tcx:tc_drop_icmp",
+        ],
+        "max_programs is 1",
+    );
+    // A file that does not parse: rejected with its line, old policy kept.
+    let good = std::fs::read_to_string(&e.cfg).unwrap();
+    let bad = good.replace("max_programs = 1", "max_programs = \"many\"");
+    let line = bad.lines().position(|l| l.contains("\"many\"")).unwrap() + 1;
+    std::fs::write(&e.cfg, &bad).unwrap();
+    let err = e.d.fails(&["system", "reload"]);
+    assert!(
+        err.contains(&format!("line {line}")),
+        "expected line {line}: {err}"
+    );
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("tc_test.bpf.o"),
+            "--programs",
+            "tcx:tc_drop_icmp",
+        ],
+        "max_programs is 1",
+    );
+    // Raise the quota: `bpfman system reload` applies it, programs stay.
+    std::fs::write(&e.cfg, good.replace("max_programs = 1", "max_programs = 3")).unwrap();
+    let r = e.d.json(&["system", "reload"]);
+    assert_eq!(r["rules"], 2);
+    e.load(ALICE, "tcx:tc_drop_icmp");
+    assert_eq!(e.d.json(&["list", "programs"]).as_array().unwrap().len(), 2);
+    // SIGHUP does the same.
+    std::fs::write(&e.cfg, good.replace("max_programs = 1", "max_programs = 2")).unwrap();
+    let pid = e.d.json(&["system", "info"])["daemon_pid"]
+        .as_i64()
+        .unwrap();
+    unsafe {
+        libc::kill(pid as i32, libc::SIGHUP);
+    }
+    let mut refused = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let o = e.as_user(
+            ALICE,
+            &[
+                "load",
+                "file",
+                "--path",
+                &obj("tc_test.bpf.o"),
+                "--programs",
+                "tcx:tc_count",
+            ],
+        );
+        if !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("max_programs is 2") {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "SIGHUP did not apply the new quota");
+    let _ = &e.bpf_dir;
+}
+
+#[test]
+fn two_tenants_share_one_interface_in_the_order_the_policy_intends() {
+    require_root!();
+    let e = setup(2);
+    // Bob (priority 501..900) attaches first; Alice (100..500) must still run before him.
+    let b = e.load(BOB, "tcx:tc_drop_icmp");
+    let a = e.load(ALICE, "tcx:tc_count");
+    e.denied(
+        BOB,
+        &[
+            "attach",
+            &b.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &e.ns.host_if,
+            "-p",
+            "300",
+        ],
+        "outside its range 501..=900",
+    );
+    let lb = e.ok(
+        BOB,
+        &[
+            "attach",
+            &b.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &e.ns.host_if,
+            "-p",
+            "700",
+        ],
+    )["link_id"]
+        .as_u64()
+        .unwrap();
+    let la = e.ok(
+        ALICE,
+        &[
+            "attach",
+            &a.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &e.ns.host_if,
+            "-p",
+            "200",
+        ],
+    )["link_id"]
+        .as_u64()
+        .unwrap();
+    let links = e.ok(ALICE, &["list", "links"]);
+    let pos = |l: u64| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["link_id"] == l)
+            .unwrap()["position"]
+            .clone()
+    };
+    assert_eq!(pos(la), 0);
+    assert_eq!(pos(lb), 1);
+    // Traffic: Alice's counter sees every packet, then Bob's program drops ICMP.
+    assert!(!e.ns.ping());
+    let seen = e.d.map_u64(a as u32, "tc_seen");
+    let dropped = e.d.map_u64(b as u32, "tc_drops");
+    assert!(
+        seen >= 1 && dropped >= 1 && seen >= dropped,
+        "seen {seen}, dropped {dropped}"
+    );
+}
