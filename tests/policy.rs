@@ -82,6 +82,7 @@ groups = ["bpfmt-team-a"]
 actions = ["load", "attach", "detach", "unload", "list", "get"]
 program_types = ["xdp", "tcx", "tracepoint"]
 file_dirs = ["{bpf_dir}"]
+images = ["registry.example.com/team-a/"]
 interfaces = ["{iface}"]
 priority = [100, 500]
 max_programs = {team_a_max_programs}
@@ -223,6 +224,32 @@ fn tenants_are_confined_to_their_grants() {
             "tcx:tc_count",
         ],
         "file_dirs",
+    );
+    // Image source: outside the prefix is a policy denial; inside it gets as far as the
+    // daemon's image support.
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "image",
+            "--image-url",
+            "quay.io/evil/xdp:latest",
+            "--programs",
+            "tcx:tc_count",
+        ],
+        "does not start with any of its images",
+    );
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "image",
+            "--image-url",
+            "registry.example.com/team-a/tc:v1",
+            "--programs",
+            "tcx:tc_count",
+        ],
+        "no image support",
     );
     let _p2 = e.load(ALICE, "tcx:tc_drop_icmp");
     e.denied(
