@@ -254,4 +254,6 @@ pub enum SystemCommand {
     Info,
     /// Re-read the daemon's config file and apply its policy (root only).
     Reload,
+    /// Compare store, bpffs and kernel now; repair and report differences (root only).
+    Reconcile,
 }

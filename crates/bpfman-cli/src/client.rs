@@ -527,6 +527,27 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 }
             }
         }
+        Command::System(SystemCommand::Reconcile) => {
+            let mut c = connect(&socket).await?;
+            let r = c
+                .ext
+                .reconcile(ext::ReconcileRequest {})
+                .await
+                .map_err(call_err)?
+                .into_inner();
+            match out {
+                Output::Json => print_json(&json!({ "actions": r.actions })),
+                Output::Table => {
+                    if r.actions.is_empty() {
+                        println!("store, bpffs and kernel agree");
+                    }
+                    for a in &r.actions {
+                        println!("{a}");
+                    }
+                    Ok(())
+                }
+            }
+        }
         Command::System(SystemCommand::Reload) => {
             let mut c = connect(&socket).await?;
             let r = c

@@ -597,4 +597,20 @@ impl BpfmanExt for Service {
             rules,
         }))
     }
+
+    async fn reconcile(
+        &self,
+        request: Request<ext::ReconcileRequest>,
+    ) -> Result<Response<ext::ReconcileResponse>, Status> {
+        let who = caller(&request)?;
+        if who.uid != 0 {
+            return Err(Status::permission_denied(
+                "'reconcile' denied: only root may reconcile",
+            ));
+        }
+        let report = self.run(|m| m.reconcile()).await?;
+        Ok(Response::new(ext::ReconcileResponse {
+            actions: report.actions,
+        }))
+    }
 }

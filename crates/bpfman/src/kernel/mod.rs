@@ -448,12 +448,7 @@ impl Kernel {
                         kerr(&what, e)
                     }
                 })?;
-                let link: FdLink = p
-                    .take_link(id)
-                    .map_err(|e| kerr(&what, e))?
-                    .try_into()
-                    .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
-                pin_link(link, link_pin, Some(ifindex))
+                pin_taken(p.take_link(id), &what, link_pin, Some(ifindex))
             }),
             AttachSpec::Tc(hook) | AttachSpec::Tcx(hook) => {
                 netns::within(hook.netns.as_deref(), || {
@@ -491,12 +486,7 @@ impl Kernel {
                                 kerr(&what, e)
                             }
                         })?;
-                    let link: FdLink = p
-                        .take_link(id)
-                        .map_err(|e| kerr(&what, e))?
-                        .try_into()
-                        .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
-                    pin_link(link, link_pin, Some(ifindex))
+                    pin_taken(p.take_link(id), &what, link_pin, Some(ifindex))
                 })
             }
             AttachSpec::Tracepoint { tracepoint } => {
@@ -520,17 +510,7 @@ impl Kernel {
                         kerr(&what, e)
                     }
                 })?;
-                let link: FdLink = p
-                    .take_link(id)
-                    .map_err(|e| kerr(&what, e))?
-                    .try_into()
-                    .map_err(|e| {
-                        kerr(
-                            format!("{what}: not a bpf_link (kernel older than 5.15?)"),
-                            e,
-                        )
-                    })?;
-                pin_link(link, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin, None)
             }
             AttachSpec::Kprobe {
                 fn_name, offset, ..
@@ -555,12 +535,7 @@ impl Kernel {
                         kerr(&what, e)
                     }
                 })?;
-                let link: FdLink = p
-                    .take_link(id)
-                    .map_err(|e| kerr(&what, e))?
-                    .try_into()
-                    .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
-                pin_link(link, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin, None)
             }
             AttachSpec::Uprobe {
                 fn_name,
@@ -614,24 +589,17 @@ impl Kernel {
                         Error::kernel(format!("{what}: {msg}"))
                     }
                 })?;
-                let link: FdLink = p
-                    .take_link(id)
-                    .map_err(|e| kerr(&what, e))?
-                    .try_into()
-                    .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
-                pin_link(link, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin, None)
             }
             AttachSpec::Fentry => {
                 let mut p = FEntry::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                 let id = p.attach().map_err(|e| kerr(&what, e))?;
-                let link: FdLink = p.take_link(id).map_err(|e| kerr(&what, e))?.into();
-                pin_link(link, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin, None)
             }
             AttachSpec::Fexit => {
                 let mut p = FExit::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                 let id = p.attach().map_err(|e| kerr(&what, e))?;
-                let link: FdLink = p.take_link(id).map_err(|e| kerr(&what, e))?.into();
-                pin_link(link, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin, None)
             }
         }
     }
@@ -700,6 +668,24 @@ fn attach_fn(spec: &ProgramSpec) -> Result<&str> {
             spec.kind, spec.name, spec.kind, spec.name
         ))
     })
+}
+
+/// Takes ownership of a fresh attachment as a bpf_link and pins it.
+fn pin_taken<L, E>(
+    taken: std::result::Result<L, aya::programs::ProgramError>,
+    what: &str,
+    pin: &Path,
+    ifindex: Option<u32>,
+) -> Result<Attached>
+where
+    L: TryInto<FdLink, Error = E>,
+    E: std::error::Error + 'static,
+{
+    let link: FdLink = taken
+        .map_err(|e| kerr(what, e))?
+        .try_into()
+        .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
+    pin_link(link, pin, ifindex)
 }
 
 fn pin_link(link: FdLink, pin: &Path, ifindex: Option<u32>) -> Result<Attached> {
