@@ -20,7 +20,7 @@ cargo clippy -q --all-targets -- -D warnings
 
 echo "== unit tests and host integration suite"
 make -s -C bpf
-cargo test --workspace 2>&1 | tee /tmp/bpfman-host-tests.log
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/bpfman-host-tests.log
 grep -q "test result: ok" /tmp/bpfman-host-tests.log
 
 if [ "${BPFMAN_SKIP_VM:-0}" = 1 ]; then
