@@ -3,7 +3,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// (source under bpf/, object name in OUT_DIR)
-const OBJECTS: &[(&str, &str)] = &[("probe/probe.bpf.c", "probe.bpf.o")];
+const OBJECTS: &[(&str, &str)] = &[
+    ("probe/probe.bpf.c", "probe.bpf.o"),
+    ("dispatcher/xdp_dispatcher.bpf.c", "xdp_dispatcher.bpf.o"),
+    ("dispatcher/tc_dispatcher.bpf.c", "tc_dispatcher.bpf.o"),
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../bpf");

@@ -2,6 +2,7 @@
 //! `kernel` the only aya, `manager` the rules that tie them together.
 
 pub mod config;
+pub mod dispatcher;
 pub mod error;
 pub mod kernel;
 pub mod manager;
