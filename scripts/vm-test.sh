@@ -4,7 +4,7 @@
 # them: ../shared/KERNEL.md). The VM sees this machine's files read-only; the tests
 # write only under /tmp, which is the guest's own.
 #
-#   scripts/vm-test.sh [TEST_FILTER...]     (default: kprobe fentry)
+#   scripts/vm-test.sh [TEST_FILTER...]     (default: kprobe fentry dispatcher)
 #
 # Needs (installed by .ci/run): qemu-system-x86, linux-image-amd64, virtme-ng (pip).
 set -euo pipefail
@@ -19,7 +19,7 @@ fi
 command -v vng >/dev/null || { echo "vm-test: vng not found; pip install virtme-ng" >&2; exit 1; }
 
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(kprobe fentry)
+[ ${#filters[@]} -gt 0 ] || filters=(kprobe fentry dispatcher)
 
 make -s -C bpf
 cargo build -q --bin bpfman
@@ -36,5 +36,5 @@ echo "vm-test: booting $kernel (software emulation, ~1 min) to run: ${filters[*]
 vng --disable-kvm --memory 2G --cpus 2 --user root --run "$kernel" --exec "
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null
     mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-    cd '$repo' && BPFMAN_REQUIRE_FEATURES=kprobe,fentry '$bin' --test-threads=1 ${filters[*]}
+    cd '$repo' && BPFMAN_REQUIRE_FEATURES=kprobe,fentry,freplace '$bin' --test-threads=1 ${filters[*]}
 "

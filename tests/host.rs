@@ -886,3 +886,144 @@ fn config_sets_xdp_mode_and_bad_config_is_refused_with_its_line() {
         "{err}"
     );
 }
+
+/// Several XDP programs on one interface through the dispatcher: order by priority,
+/// proceed-on semantics, detaching the middle one, a restart, and no lost packets.
+/// Runs fully where the kernel has freplace (the VM); elsewhere checks the refusal.
+#[test]
+fn xdp_dispatcher_chains_programs_in_order() {
+    require_root!();
+    let mut d = Daemon::start();
+    let ns = Netns::new();
+    let load = |d: &Daemon, ret: &str| {
+        d.load_one(&[
+            "--path",
+            &obj("xdp_test.bpf.o"),
+            "--programs",
+            "xdp:xdp_chain",
+            "-g",
+            &format!("ret_code={ret}"),
+        ])
+    };
+    const PASS: &str = "02000000";
+    const DROP: &str = "01000000";
+    let a = load(&d, PASS);
+    let b = load(&d, DROP);
+    let c = load(&d, PASS);
+    let attach = |d: &Daemon, id: u32, prio: &str, extra: &[&str]| {
+        let mut args = vec![
+            id.to_string(),
+            "xdp".into(),
+            "-i".into(),
+            ns.host_if.clone(),
+            "-p".into(),
+            prio.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        d.attach(&args)
+    };
+    if !has_feature(&d, "freplace") {
+        attach(&d, a, "10", &[]);
+        let err = d.fails(&[
+            "attach",
+            &b.to_string(),
+            "xdp",
+            "-i",
+            &ns.host_if,
+            "-p",
+            "20",
+        ]);
+        assert!(err.contains("'freplace'"), "{err}");
+        eprintln!(
+            "SKIP dispatcher chains: this kernel has no freplace; scripts/vm-test.sh runs it"
+        );
+        return;
+    }
+    let hits = |d: &Daemon, id: u32| d.map_u64(id, "chain_hits");
+    // C (prio 30) attached first, then A (10), then B (20): order must be A, B, C.
+    let lc = attach(&d, c, "30", &[]);
+    let la = attach(&d, a, "10", &[]);
+    assert!(ns.ping(), "two passing programs dropped ping");
+    let lb = attach(&d, b, "20", &[]);
+    let links = d.json(&["list", "links"]);
+    let get = |l: u32| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["link_id"] == l)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(get(la)["position"], 0);
+    assert_eq!(get(lb)["position"], 1);
+    assert_eq!(get(lc)["position"], 2);
+    let rev = get(lb)["dispatcher_revision"].as_u64().unwrap();
+    assert!(rev >= 3, "revision {rev} after three attaches");
+    // B returns drop and drop is not in its proceed-on: the chain stops at B.
+    let (a0, b0, c0) = (hits(&d, a), hits(&d, b), hits(&d, c));
+    assert!(!ns.ping(), "B should have dropped ICMP");
+    let (a1, b1, c1) = (hits(&d, a), hits(&d, b), hits(&d, c));
+    assert!(
+        a1 > a0 && b1 > b0,
+        "A and B must have run: {a0}->{a1}, {b0}->{b1}"
+    );
+    assert_eq!(c1, c0, "C ran after B dropped");
+    // Detach the middle program: A and C keep running, in order, and ping passes.
+    d.json(&["detach", &lb.to_string()]);
+    assert!(ns.ping());
+    assert!(
+        hits(&d, c) > c1,
+        "C stopped running after the middle detach"
+    );
+    // B again, with drop in its proceed-on: the chain goes on to C, whose pass wins.
+    let lb2 = attach(&d, b, "20", &["--proceed-on", "pass", "drop"]);
+    let (a2, b2, c2) = (hits(&d, a), hits(&d, b), hits(&d, c));
+    assert!(ns.ping(), "C's pass should win after B's proceed-on drop");
+    assert!(hits(&d, a) > a2 && hits(&d, b) > b2 && hits(&d, c) > c2);
+    // A restart with the dispatcher in place, then another attach.
+    d.kill();
+    assert!(ns.ping(), "the dispatcher stopped when the daemon died");
+    d.spawn();
+    let e = load(&d, PASS);
+    let le = attach(&d, e, "40", &[]);
+    let links = d.json(&["list", "links"]);
+    assert_eq!(links.as_array().unwrap().len(), 4, "{links}");
+    assert!(ns.ping());
+    assert!(hits(&d, e) >= 1);
+    // Ping through attaches and detaches of passing programs loses no packet.
+    let pinger = {
+        let name = ns.name.clone();
+        let ip = ns.host_ip.clone();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "ping", "-c", "60", "-i", "0.05", "-W", "1", &ip,
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    d.json(&["detach", &lb2.to_string()]);
+    let lb3 = attach(&d, b, "25", &["--proceed-on", "pass", "drop"]);
+    d.json(&["detach", &le.to_string()]);
+    d.json(&["detach", &lb3.to_string()]);
+    let out = pinger.join().unwrap();
+    assert!(
+        out.contains(" 0% packet loss"),
+        "packets lost during rebuilds: {out}"
+    );
+    d.json(&["detach", &la.to_string()]);
+    d.json(&["detach", &lc.to_string()]);
+    assert!(ns.ping());
+    // The last detach removed the dispatcher.
+    assert!(
+        !d.bpffs()
+            .join("dispatchers")
+            .read_dir()
+            .map(|mut r| r.next().is_some())
+            .unwrap_or(false)
+    );
+}

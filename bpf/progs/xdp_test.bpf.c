@@ -40,4 +40,27 @@ int xdp_count_pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* For dispatcher chains: counts IPv4 ICMP packets in `chain_hits` and returns
+ * `ret_code` for them (XDP_PASS by default; --global ret_code=01000000 for XDP_DROP);
+ * everything else passes uncounted. */
+volatile const __u32 ret_code = XDP_PASS;
+
+COUNTER_MAP(chain_hits);
+
+SEC("xdp")
+int xdp_chain(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+
+	if ((void *)(ip + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != 1)
+		return XDP_PASS;
+	bump(&chain_hits);
+	return ret_code;
+}
+
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -108,7 +108,8 @@ impl Daemon {
             .spawn()
             .expect("spawning the daemon");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: under software emulation (the VM suite) start-up takes seconds.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;

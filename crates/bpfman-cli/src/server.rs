@@ -243,7 +243,7 @@ fn attach_spec(info: v1::AttachInfo) -> Result<(AttachSpec, BTreeMap<String, Str
     })
 }
 
-fn link_info(l: &Link, program_name: String) -> ext::LinkInfo {
+fn link_info(l: &Link, program_name: String, dispatcher_revision: u32) -> ext::LinkInfo {
     let h = l.spec.net_hook();
     let mut details = BTreeMap::new();
     match &l.spec {
@@ -305,7 +305,7 @@ fn link_info(l: &Link, program_name: String) -> ext::LinkInfo {
         }),
         created_at: l.created_at.clone(),
         details: details.into_iter().collect(),
-        dispatcher_revision: 0,
+        dispatcher_revision,
     }
 }
 
@@ -491,7 +491,7 @@ impl BpfmanExt for Service {
                             .program_record(l.program_id)?
                             .map(|p| p.name)
                             .unwrap_or_default();
-                        Ok(link_info(l, name))
+                        Ok(link_info(l, name, m.dispatcher_revision(l)))
                     })
                     .collect::<bpfman::Result<Vec<_>>>()
             })
@@ -513,7 +513,7 @@ impl BpfmanExt for Service {
                     .program_record(l.program_id)?
                     .map(|p| p.name)
                     .unwrap_or_default();
-                Ok(link_info(&l, name))
+                Ok(link_info(&l, name, m.dispatcher_revision(&l)))
             })
             .await?;
         Ok(Response::new(info))

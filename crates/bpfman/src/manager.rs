@@ -574,23 +574,31 @@ impl Manager {
         let mut tcx_anchor = None;
         let mut position = 0;
         match &spec {
+            AttachSpec::Xdp(h) if self.features.has("freplace") => {
+                let hook = hook
+                    .clone()
+                    .ok_or_else(|| Error::internal("xdp attach without a hook key"))?;
+                return self.attach_dispatched(
+                    caller,
+                    &p,
+                    spec.clone(),
+                    h,
+                    hook,
+                    ifindex,
+                    on_hook,
+                    metadata,
+                );
+            }
             AttachSpec::Xdp(h) => {
                 if let Some(l) = on_hook.first() {
-                    let why = if self.features.has("freplace") {
-                        "several XDP programs on one interface need the XDP dispatcher, \
-                         which this daemon does not provide yet"
-                            .to_string()
-                    } else {
-                        format!(
-                            "several XDP programs on one interface need the XDP dispatcher, \
-                             which needs the kernel feature 'freplace' that this kernel lacks ({})",
-                            self.features.detail("freplace")
-                        )
-                    };
                     return Err(Error::exists(format!(
-                        "interface {} already has XDP program {} attached (link {}); {why}; \
-                         detach it first",
-                        h.iface, l.program_id, l.id
+                        "interface {} already has XDP program {} attached (link {}); several XDP \
+                         programs on one interface need the XDP dispatcher, which needs the \
+                         kernel feature 'freplace' that this kernel lacks ({}); detach it first",
+                        h.iface,
+                        l.program_id,
+                        l.id,
+                        self.features.detail("freplace")
                     )));
                 }
             }
@@ -672,6 +680,255 @@ impl Manager {
         Ok(link)
     }
 
+    /// Attaches an XDP program through the hook's dispatcher (built on first use):
+    /// the program is loaded as an extension of a dispatcher slot, and every attach
+    /// rebuilds the dispatcher and swaps it in atomically.
+    #[allow(clippy::too_many_arguments)]
+    fn attach_dispatched(
+        &self,
+        caller: Caller,
+        p: &Program,
+        spec: AttachSpec,
+        h: &NetHook,
+        hook: String,
+        ifindex: Option<u32>,
+        on_hook: Vec<Link>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Link> {
+        if on_hook.len() >= crate::dispatcher::MAX_PROGRAMS {
+            return Err(Error::precondition(format!(
+                "interface {} already runs {} XDP programs, the most one dispatcher holds; \
+                 detach one first",
+                h.iface,
+                on_hook.len()
+            )));
+        }
+        if on_hook.iter().any(|l| l.program_id == p.id) {
+            return Err(Error::exists(format!(
+                "program {} is already attached to {}",
+                p.id, h.iface
+            )));
+        }
+        let mut link = Link {
+            id: 0,
+            program_id: p.id,
+            spec,
+            ifindex,
+            kernel_link_id: 0,
+            pin_path: String::new(),
+            metadata,
+            owner: caller,
+            created_at: now_rfc3339(),
+            position: 0,
+            hook: Some(hook.clone()),
+        };
+        let id = self.store.insert_link(&link)?;
+        link.id = id;
+        let ext_pin = self.ext_pin(id);
+        let mut all = on_hook;
+        all.push(link.clone());
+        if let Err(e) = self.rebuild_xdp(&hook, h, all, Some(p)) {
+            let _ = std::fs::remove_file(&ext_pin);
+            let _ = self.store.delete_link(id);
+            return Err(e);
+        }
+        let pin_s = ext_pin.display().to_string();
+        self.store.complete_link(id, &pin_s, 0)?;
+        self.renumber(&hook)?;
+        let l = self.link(id)?;
+        info!(link = id, program = p.id, iface = %h.iface, position = l.position, "attached through the dispatcher");
+        Ok(l)
+    }
+
+    fn ext_pin(&self, link_id: u32) -> PathBuf {
+        self.kernel.bpffs().join("ext").join(link_id.to_string())
+    }
+
+    /// Builds a new dispatcher revision running `links` in order, moves every program
+    /// into it, and swaps it onto the interface. `new` is the program whose link has no
+    /// extension yet. On failure the running revision stays untouched.
+    fn rebuild_xdp(
+        &self,
+        hook: &str,
+        h: &NetHook,
+        links: Vec<Link>,
+        new: Option<&Program>,
+    ) -> Result<()> {
+        use crate::dispatcher::{Slot, SlotConfig, order, slot_function, xdp_config, xdp_mask};
+        let cur = self.store.dispatcher(hook)?;
+        let slots = order(
+            links
+                .iter()
+                .map(|l| Slot {
+                    link_id: l.id,
+                    priority: l.spec.net_hook().map(|h| h.priority).unwrap_or(1000),
+                })
+                .collect(),
+        );
+        let by_id = |id: u32| links.iter().find(|l| l.id == id);
+        let mut config = Vec::new();
+        for s in &slots {
+            let l = by_id(s.link_id).ok_or_else(|| Error::internal("slot without link"))?;
+            let proceed = l
+                .spec
+                .net_hook()
+                .map(|h| h.proceed_on.clone())
+                .unwrap_or_default();
+            config.push(SlotConfig {
+                chain_call_actions: xdp_mask(&proceed)?,
+                run_prio: s.priority.max(0) as u32,
+                flags: 0,
+            });
+        }
+        let rev = cur.as_ref().map(|d| d.revision + 1).unwrap_or(1);
+        let base = self.kernel.dispatcher_dir(hook);
+        let dir = base.join(rev.to_string());
+        let disp_pin = dir.join("dispatcher");
+        let hook_link = base.join("link");
+        let built = (|| -> Result<u32> {
+            let prog_id = self
+                .kernel
+                .load_xdp_dispatcher(xdp_config(&config, false)?, &disp_pin)?;
+            for (i, s) in slots.iter().enumerate() {
+                let slot = slot_function(i);
+                let ext = self.ext_pin(s.link_id);
+                if !ext.exists() {
+                    let p = new.ok_or_else(|| {
+                        Error::internal(format!(
+                            "link {} lost its extension pin {}",
+                            s.link_id,
+                            ext.display()
+                        ))
+                    })?;
+                    self.load_as_extension(p, &disp_pin, &slot, &ext)?;
+                }
+                self.kernel.attach_extension(
+                    &ext,
+                    &disp_pin,
+                    &slot,
+                    &dir.join(format!("link_{}", s.link_id)),
+                )?;
+            }
+            let mode = match self
+                .config
+                .interfaces
+                .get(&h.iface)
+                .and_then(|i| i.xdp_mode.as_deref())
+            {
+                Some("drv") => aya::programs::XdpMode::Driver,
+                Some("skb") => aya::programs::XdpMode::Skb,
+                Some("hw") => aya::programs::XdpMode::Hardware,
+                _ => aya::programs::XdpMode::Default,
+            };
+            self.kernel.install_xdp(h, &disp_pin, &hook_link, mode)?;
+            Ok(prog_id)
+        })();
+        let prog_id = match built {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.context("building the XDP dispatcher"));
+            }
+        };
+        self.store.put_dispatcher(&crate::store::DispatcherRecord {
+            hook: hook.to_string(),
+            kind: "xdp".into(),
+            revision: rev,
+            dispatcher_pin: disp_pin.display().to_string(),
+            link_pin: hook_link.display().to_string(),
+            program_id: prog_id,
+        })?;
+        if let Some(old) = cur {
+            let _ = std::fs::remove_dir_all(base.join(old.revision.to_string()));
+        }
+        info!(
+            hook,
+            revision = rev,
+            programs = slots.len(),
+            "dispatcher revision swapped in"
+        );
+        Ok(())
+    }
+
+    /// Loads program `p` again from its bytecode as an extension of `slot`, with its
+    /// globals and its maps, and checks it is the same code the kernel loaded before.
+    fn load_as_extension(
+        &self,
+        p: &Program,
+        dispatcher: &Path,
+        slot: &str,
+        pin: &Path,
+    ) -> Result<()> {
+        let bytes = read_bytecode(&p.bytecode)?;
+        let owner = match p.map_owner_id {
+            Some(o) => self.managed(o)?,
+            None => p.clone(),
+        };
+        let plan = LoadPlan {
+            programs: vec![crate::model::ProgramSpec {
+                name: p.name.clone(),
+                kind: p.kind,
+                attach_fn: None,
+            }],
+            global_data: p.global_data.clone(),
+            shared_maps: Some((PathBuf::from(&owner.map_pin_path), owner.maps.clone())),
+        };
+        self.kernel
+            .load_extension(bytes, plan, dispatcher, slot, pin)?;
+        let tag = self.kernel.pinned_info(pin)?.tag;
+        if tag != p.tag {
+            let _ = std::fs::remove_file(pin);
+            return Err(Error::precondition(format!(
+                "the bytecode of program {} changed since it was loaded (tag {} now, {} then); \
+                 unload and load it again",
+                p.id, tag, p.tag
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes a link from its hook's dispatcher: a new revision without it, or no
+    /// dispatcher at all when it was the last.
+    fn detach_dispatched(&self, l: &Link, hook: &str) -> Result<()> {
+        let h = l
+            .spec
+            .net_hook()
+            .ok_or_else(|| Error::internal("dispatched link without a hook"))?;
+        let rest: Vec<Link> = self
+            .store
+            .links_on_hook(hook)?
+            .into_iter()
+            .filter(|x| x.id != l.id)
+            .collect();
+        if rest.is_empty() {
+            if let Some(d) = self.store.dispatcher(hook)? {
+                self.kernel.detach(Path::new(&d.link_pin))?;
+            }
+            let _ = std::fs::remove_dir_all(self.kernel.dispatcher_dir(hook));
+            self.store.delete_dispatcher(hook)?;
+        } else {
+            self.rebuild_xdp(hook, h, rest, None)?;
+        }
+        let _ = std::fs::remove_file(self.ext_pin(l.id));
+        self.store.delete_link(l.id)?;
+        self.renumber(hook)?;
+        info!(
+            link = l.id,
+            program = l.program_id,
+            "detached from the dispatcher"
+        );
+        Ok(())
+    }
+
+    /// The dispatcher revision a link runs in (0: attached directly).
+    pub fn dispatcher_revision(&self, l: &Link) -> u32 {
+        l.hook
+            .as_deref()
+            .and_then(|h| self.store.dispatcher(h).ok().flatten())
+            .map(|d| d.revision)
+            .unwrap_or(0)
+    }
+
     /// Positions on an ordered hook follow (priority, link id).
     fn renumber(&self, hook: &str) -> Result<()> {
         let mut links = self.store.links_on_hook(hook)?;
@@ -710,6 +967,11 @@ impl Manager {
             Some(lk) => Some(lk.lock().map_err(|_| Error::internal("lock poisoned"))?),
             None => None,
         };
+        if let Some(k) = &hook
+            && self.store.dispatcher(k)?.is_some()
+        {
+            return self.detach_dispatched(l, k);
+        }
         self.kernel.detach(Path::new(&l.pin_path))?;
         self.store.delete_link(l.id)?;
         if let Some(k) = &hook {

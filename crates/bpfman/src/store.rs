@@ -51,7 +51,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX links_by_program ON links(program_id);
     CREATE UNIQUE INDEX links_by_pin ON links(pin_path) WHERE pin_path != '';
     CREATE INDEX links_by_hook ON links(hook);",
+    // 2: dispatchers, one per hook that runs several programs through one.
+    "CREATE TABLE dispatchers (
+        hook           TEXT    PRIMARY KEY,            -- store::hook_key
+        kind           TEXT    NOT NULL,               -- xdp or tc
+        revision       INTEGER NOT NULL,
+        dispatcher_pin TEXT    NOT NULL,
+        link_pin       TEXT    NOT NULL,               -- the hook's own attachment
+        program_id     INTEGER NOT NULL DEFAULT 0      -- kernel id of the dispatcher
+    );",
 ];
+
+/// A hook's dispatcher, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatcherRecord {
+    pub hook: String,
+    pub kind: String,
+    pub revision: u32,
+    pub dispatcher_pin: String,
+    pub link_pin: String,
+    pub program_id: u32,
+}
 
 /// The store. One connection, opened once; each call holds it only for its SQL.
 pub struct Store {
@@ -360,6 +380,66 @@ impl Store {
     pub fn delete_link(&self, id: u32) -> Result<()> {
         self.with(|c| {
             c.execute("DELETE FROM links WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    pub fn dispatcher(&self, hook: &str) -> Result<Option<DispatcherRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT hook, kind, revision, dispatcher_pin, link_pin, program_id \
+                 FROM dispatchers WHERE hook = ?1",
+                [hook],
+                |r| {
+                    Ok(DispatcherRecord {
+                        hook: r.get(0)?,
+                        kind: r.get(1)?,
+                        revision: r.get(2)?,
+                        dispatcher_pin: r.get(3)?,
+                        link_pin: r.get(4)?,
+                        program_id: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    pub fn dispatchers(&self) -> Result<Vec<DispatcherRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT hook, kind, revision, dispatcher_pin, link_pin, program_id \
+                 FROM dispatchers ORDER BY hook",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(DispatcherRecord {
+                    hook: r.get(0)?,
+                    kind: r.get(1)?,
+                    revision: r.get(2)?,
+                    dispatcher_pin: r.get(3)?,
+                    link_pin: r.get(4)?,
+                    program_id: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    pub fn put_dispatcher(&self, d: &DispatcherRecord) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO dispatchers (hook, kind, revision, dispatcher_pin, link_pin, program_id) \
+                 VALUES (?1,?2,?3,?4,?5,?6) ON CONFLICT(hook) DO UPDATE SET kind = ?2, \
+                 revision = ?3, dispatcher_pin = ?4, link_pin = ?5, program_id = ?6",
+                params![d.hook, d.kind, d.revision, d.dispatcher_pin, d.link_pin, d.program_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn delete_dispatcher(&self, hook: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM dispatchers WHERE hook = ?1", [hook])?;
             Ok(())
         })
     }

@@ -4,6 +4,7 @@
 //! Everything is pinned on bpffs so it keeps running when the daemon stops:
 //! `prog_<id>` for programs, `links/<link id>` for links, `maps/<owner id>/<map>` for maps.
 
+mod dispatch;
 mod netns;
 pub mod probe;
 mod workers;
