@@ -1,0 +1,198 @@
+//! Dispatcher overhead in ns per packet, with BPF_PROG_TEST_RUN (repeat), for 1, 2, 5 and
+//! 10 programs: bpfman's XDP dispatcher, the same program run directly, and libxdp's
+//! dispatcher (`xdp-loader`), all in one run. Needs root and a kernel with freplace
+//! (run it through `scripts/bench-dispatcher.sh`, which boots the VM).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BPFMAN: &str = env!("CARGO_BIN_EXE_bpfman");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bpf(cmd: u64, attr: &mut [u8; 128]) -> i64 {
+    // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+}
+
+fn obj_get(path: &Path) -> i32 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    let mut attr = [0u8; 128];
+    attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    let fd = bpf(7, &mut attr);
+    assert!(fd >= 0, "BPF_OBJ_GET {}: {}", path.display(), std::io::Error::last_os_error());
+    fd as i32
+}
+
+fn fd_by_id(id: u32) -> i32 {
+    let mut attr = [0u8; 128];
+    attr[..4].copy_from_slice(&id.to_ne_bytes());
+    let fd = bpf(13, &mut attr);
+    assert!(fd >= 0, "BPF_PROG_GET_FD_BY_ID {id}: {}", std::io::Error::last_os_error());
+    fd as i32
+}
+
+/// Average ns per run of an XDP program over `repeat` runs on a 64-byte UDP frame.
+fn test_run(fd: i32, repeat: u32) -> (u32, u32) {
+    let mut pkt = [0u8; 64];
+    pkt[12] = 0x08; // IPv4
+    pkt[14] = 0x45;
+    pkt[16..18].copy_from_slice(&50u16.to_be_bytes());
+    pkt[22] = 64;
+    pkt[23] = 17; // UDP
+    let mut out = [0u8; 256];
+    let mut attr = [0u8; 128];
+    attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
+    attr[12..16].copy_from_slice(&(out.len() as u32).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(pkt.as_ptr() as u64).to_ne_bytes());
+    attr[24..32].copy_from_slice(&(out.as_mut_ptr() as u64).to_ne_bytes());
+    attr[32..36].copy_from_slice(&repeat.to_ne_bytes());
+    let r = bpf(10, &mut attr);
+    assert!(r == 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    let retval = u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]);
+    let duration = u32::from_ne_bytes([attr[36], attr[37], attr[38], attr[39]]);
+    (retval, duration)
+}
+
+fn cli(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["-o", "json"];
+    a.extend_from_slice(args);
+    let o = Command::new(BPFMAN).args(&a).env("BPFMAN_SOCKET", sock).output().expect("bpfman");
+    assert!(o.status.success(), "bpfman {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+fn sh(args: &[&str]) -> String {
+    let o = Command::new(args[0]).args(&args[1..]).output().expect(args[0]);
+    assert!(o.status.success(), "{}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The id of the XDP program on an interface (`ip -d link`: "prog/xdp id N").
+fn xdp_prog_on(iface: &str) -> u32 {
+    let out = sh(&["ip", "-d", "link", "show", "dev", iface]);
+    out.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program on {iface}: {out}"))
+}
+
+fn main() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP dispatcher bench: needs root");
+        return;
+    }
+    let repeat: u32 = std::env::var("BENCH_REPEAT").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let st = Command::new("make").arg("-C").arg(repo().join("bpf")).stdout(Stdio::null()).status().expect("make");
+    assert!(st.success());
+    let obj = repo().join("target/bpf/xdp_test.bpf.o").canonicalize().expect("obj");
+    let obj = obj.display().to_string();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("bpfman.sock");
+    std::fs::write(dir.path().join("c.toml"), "").expect("config");
+    let mut daemon = Command::new(BPFMAN)
+        .arg("daemon")
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--config")
+        .arg(dir.path().join("c.toml"))
+        .env("BPFMAN_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(120), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let info = cli(&sock, &["system", "info"]);
+    if info["features"]["freplace"]["supported"] != true {
+        eprintln!("SKIP dispatcher bench: no freplace here ({})", info["features"]["freplace"]["detail"]);
+        let _ = daemon.kill();
+        return;
+    }
+    let _ = Command::new("ip").args(["link", "del", "bdisp0"]).stderr(Stdio::null()).status();
+    sh(&["ip", "link", "add", "bdisp0", "type", "veth", "peer", "name", "bdisp1"]);
+    sh(&["ip", "link", "set", "bdisp0", "up"]);
+    sh(&["ip", "link", "set", "bdisp1", "up"]);
+    let bpffs = dir.path().join("run/fs");
+
+    // Direct: the program alone.
+    let direct_id = cli(&sock, &["load", "file", "--path", &obj, "--programs", "xdp:xdp_count_pass"])[0]["id"]
+        .as_u64()
+        .expect("id") as u32;
+    let fd = obj_get(&bpffs.join(format!("prog_{direct_id}")));
+    let _ = test_run(fd, repeat / 10);
+    let (ret, direct) = test_run(fd, repeat);
+    assert_eq!(ret, 2, "XDP_PASS expected");
+    unsafe { libc::close(fd) };
+
+    let has_xdp_loader = Command::new("xdp-loader").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    println!("## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per figure, 64-byte frame)\n");
+    println!("| programs | direct (1 program) ns | bpfman dispatcher ns | libxdp dispatcher ns |");
+    println!("|---|---|---|---|");
+    let mut rows = Vec::new();
+    for n in [1usize, 2, 5, 10] {
+        let mut links = Vec::new();
+        let mut progs = Vec::new();
+        for i in 0..n {
+            let id = cli(&sock, &["load", "file", "--path", &obj, "--programs", "xdp:xdp_count_pass"])[0]["id"]
+                .as_u64()
+                .expect("id");
+            let l = cli(&sock, &["attach", &id.to_string(), "xdp", "-i", "bdisp0", "-p", &(i + 1).to_string()])["link_id"]
+                .as_u64()
+                .expect("link");
+            progs.push(id);
+            links.push(l);
+        }
+        let fd = fd_by_id(xdp_prog_on("bdisp0"));
+        let _ = test_run(fd, repeat / 10);
+        let (ret, ours) = test_run(fd, repeat);
+        assert_eq!(ret, 2, "the dispatcher should pass");
+        unsafe { libc::close(fd) };
+        for l in &links {
+            cli(&sock, &["detach", &l.to_string()]);
+        }
+        for p in &progs {
+            cli(&sock, &["unload", &p.to_string()]);
+        }
+        let theirs = if has_xdp_loader {
+            let mut args = vec!["xdp-loader", "load", "-m", "skb", "-n", "xdp_count_pass", "bdisp1"];
+            for _ in 0..n {
+                args.push(&obj);
+            }
+            let o = Command::new(args[0]).args(&args[1..]).output().expect("xdp-loader");
+            if o.status.success() {
+                let fd = fd_by_id(xdp_prog_on("bdisp1"));
+                let _ = test_run(fd, repeat / 10);
+                let (_, t) = test_run(fd, repeat);
+                unsafe { libc::close(fd) };
+                let _ = Command::new("xdp-loader").args(["unload", "bdisp1", "--all"]).output();
+                t.to_string()
+            } else {
+                format!("failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""))
+            }
+        } else {
+            "n/a (no xdp-loader)".into()
+        };
+        println!("| {n} | {direct} | {ours} | {theirs} |");
+        rows.push((n, ours));
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let per = (last.1 as f64 - first.1 as f64) / (last.0 - first.0) as f64;
+        println!("\nbpfman: {} ns over direct with one program; {per:.1} ns per extra program.", first.1 as i64 - direct as i64);
+    }
+    let _ = Command::new("ip").args(["link", "del", "bdisp0"]).status();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&bpffs.join("dispatchers"));
+    let _ = Command::new("umount").arg(&bpffs).status();
+}
