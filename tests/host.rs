@@ -943,6 +943,11 @@ fn xdp_dispatcher_chains_programs_in_order() {
     let hits = |d: &Daemon, id: u32| d.map_u64(id, "chain_hits");
     // C (prio 30) attached first, then A (10), then B (20): order must be A, B, C.
     let lc = attach(&d, c, "30", &[]);
+    // A lone program runs directly: no dispatcher in the way.
+    assert_eq!(
+        d.json(&["get", "link", &lc.to_string()])["dispatcher_revision"],
+        0
+    );
     let la = attach(&d, a, "10", &[]);
     assert!(ns.ping(), "two passing programs dropped ping");
     let lb = attach(&d, b, "20", &[]);
@@ -1018,12 +1023,18 @@ fn xdp_dispatcher_chains_programs_in_order() {
     d.json(&["detach", &la.to_string()]);
     d.json(&["detach", &lc.to_string()]);
     assert!(ns.ping());
-    // The last detach removed the dispatcher.
-    assert!(
-        !d.bpffs()
-            .join("dispatchers")
-            .read_dir()
-            .map(|mut r| r.next().is_some())
-            .unwrap_or(false)
+    // The last detach removed the hook's dispatcher state (only the shared extension
+    // target stays).
+    let left: Vec<String> = std::fs::read_dir(d.bpffs().join("dispatchers"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        left,
+        vec!["ext-target".to_string()],
+        "dispatcher state left behind"
     );
 }

@@ -23,7 +23,12 @@ fn obj_get(path: &Path) -> i32 {
     let mut attr = [0u8; 128];
     attr[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
     let fd = bpf(7, &mut attr);
-    assert!(fd >= 0, "BPF_OBJ_GET {}: {}", path.display(), std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_OBJ_GET {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
     fd as i32
 }
 
@@ -31,7 +36,11 @@ fn fd_by_id(id: u32) -> i32 {
     let mut attr = [0u8; 128];
     attr[..4].copy_from_slice(&id.to_ne_bytes());
     let fd = bpf(13, &mut attr);
-    assert!(fd >= 0, "BPF_PROG_GET_FD_BY_ID {id}: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_PROG_GET_FD_BY_ID {id}: {}",
+        std::io::Error::last_os_error()
+    );
     fd as i32
 }
 
@@ -52,7 +61,11 @@ fn test_run(fd: i32, repeat: u32) -> (u32, u32) {
     attr[24..32].copy_from_slice(&(out.as_mut_ptr() as u64).to_ne_bytes());
     attr[32..36].copy_from_slice(&repeat.to_ne_bytes());
     let r = bpf(10, &mut attr);
-    assert!(r == 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    assert!(
+        r == 0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
     let retval = u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]);
     let duration = u32::from_ne_bytes([attr[36], attr[37], attr[38], attr[39]]);
     (retval, duration)
@@ -61,14 +74,31 @@ fn test_run(fd: i32, repeat: u32) -> (u32, u32) {
 fn cli(sock: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["-o", "json"];
     a.extend_from_slice(args);
-    let o = Command::new(BPFMAN).args(&a).env("BPFMAN_SOCKET", sock).output().expect("bpfman");
-    assert!(o.status.success(), "bpfman {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(BPFMAN)
+        .args(&a)
+        .env("BPFMAN_SOCKET", sock)
+        .output()
+        .expect("bpfman");
+    assert!(
+        o.status.success(),
+        "bpfman {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
 fn sh(args: &[&str]) -> String {
-    let o = Command::new(args[0]).args(&args[1..]).output().expect(args[0]);
-    assert!(o.status.success(), "{}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect(args[0]);
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -87,10 +117,21 @@ fn main() {
         eprintln!("SKIP dispatcher bench: needs root");
         return;
     }
-    let repeat: u32 = std::env::var("BENCH_REPEAT").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let st = Command::new("make").arg("-C").arg(repo().join("bpf")).stdout(Stdio::null()).status().expect("make");
+    let repeat: u32 = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let st = Command::new("make")
+        .arg("-C")
+        .arg(repo().join("bpf"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("make");
     assert!(st.success());
-    let obj = repo().join("target/bpf/xdp_test.bpf.o").canonicalize().expect("obj");
+    let obj = repo()
+        .join("target/bpf/xdp_test.bpf.o")
+        .canonicalize()
+        .expect("obj");
     let obj = obj.display().to_string();
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -110,86 +151,170 @@ fn main() {
         .expect("daemon");
     let t = Instant::now();
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(120), "daemon did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let info = cli(&sock, &["system", "info"]);
     if info["features"]["freplace"]["supported"] != true {
-        eprintln!("SKIP dispatcher bench: no freplace here ({})", info["features"]["freplace"]["detail"]);
+        eprintln!(
+            "SKIP dispatcher bench: no freplace here ({})",
+            info["features"]["freplace"]["detail"]
+        );
         let _ = daemon.kill();
         return;
     }
-    let _ = Command::new("ip").args(["link", "del", "bdisp0"]).stderr(Stdio::null()).status();
-    sh(&["ip", "link", "add", "bdisp0", "type", "veth", "peer", "name", "bdisp1"]);
+    let _ = Command::new("ip")
+        .args(["link", "del", "bdisp0"])
+        .stderr(Stdio::null())
+        .status();
+    sh(&[
+        "ip", "link", "add", "bdisp0", "type", "veth", "peer", "name", "bdisp1",
+    ]);
     sh(&["ip", "link", "set", "bdisp0", "up"]);
     sh(&["ip", "link", "set", "bdisp1", "up"]);
     let bpffs = dir.path().join("run/fs");
 
     // Direct: the program alone.
-    let direct_id = cli(&sock, &["load", "file", "--path", &obj, "--programs", "xdp:xdp_count_pass"])[0]["id"]
+    let direct_id = cli(
+        &sock,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj,
+            "--programs",
+            "xdp:xdp_count_pass",
+        ],
+    )[0]["id"]
         .as_u64()
         .expect("id") as u32;
-    let fd = obj_get(&bpffs.join(format!("prog_{direct_id}")));
-    let _ = test_run(fd, repeat / 10);
-    let (ret, direct) = test_run(fd, repeat);
-    assert_eq!(ret, 2, "XDP_PASS expected");
-    unsafe { libc::close(fd) };
+    let direct_fd = obj_get(&bpffs.join(format!("prog_{direct_id}")));
+    assert_eq!(test_run(direct_fd, 1000).0, 2, "XDP_PASS expected");
 
-    let has_xdp_loader = Command::new("xdp-loader").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    println!("## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per figure, 64-byte frame)\n");
+    let has_xdp_loader = Command::new("xdp-loader")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    let rounds = 5;
+    println!(
+        "## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per sample, median of {rounds} interleaved samples, 64-byte frame)\n"
+    );
     println!("| programs | direct (1 program) ns | bpfman dispatcher ns | libxdp dispatcher ns |");
     println!("|---|---|---|---|");
+    let median = |mut v: Vec<u32>| {
+        v.sort();
+        v[v.len() / 2]
+    };
     let mut rows = Vec::new();
     for n in [1usize, 2, 5, 10] {
         let mut links = Vec::new();
         let mut progs = Vec::new();
         for i in 0..n {
-            let id = cli(&sock, &["load", "file", "--path", &obj, "--programs", "xdp:xdp_count_pass"])[0]["id"]
+            let id = cli(
+                &sock,
+                &[
+                    "load",
+                    "file",
+                    "--path",
+                    &obj,
+                    "--programs",
+                    "xdp:xdp_count_pass",
+                ],
+            )[0]["id"]
                 .as_u64()
                 .expect("id");
-            let l = cli(&sock, &["attach", &id.to_string(), "xdp", "-i", "bdisp0", "-p", &(i + 1).to_string()])["link_id"]
+            let l = cli(
+                &sock,
+                &[
+                    "attach",
+                    &id.to_string(),
+                    "xdp",
+                    "-i",
+                    "bdisp0",
+                    "-p",
+                    &(i + 1).to_string(),
+                ],
+            )["link_id"]
                 .as_u64()
                 .expect("link");
             progs.push(id);
             links.push(l);
         }
-        let fd = fd_by_id(xdp_prog_on("bdisp0"));
-        let _ = test_run(fd, repeat / 10);
-        let (ret, ours) = test_run(fd, repeat);
-        assert_eq!(ret, 2, "the dispatcher should pass");
-        unsafe { libc::close(fd) };
+        let ours_fd = fd_by_id(xdp_prog_on("bdisp0"));
+        assert_eq!(test_run(ours_fd, 1000).0, 2, "the dispatcher should pass");
+        let theirs_fd = if has_xdp_loader {
+            let mut args = vec![
+                "xdp-loader",
+                "load",
+                "-m",
+                "skb",
+                "-n",
+                "xdp_count_pass",
+                "bdisp1",
+            ];
+            for _ in 0..n {
+                args.push(&obj);
+            }
+            let o = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect("xdp-loader");
+            if o.status.success() {
+                Ok(fd_by_id(xdp_prog_on("bdisp1")))
+            } else {
+                Err(format!(
+                    "failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                ))
+            }
+        } else {
+            Err("n/a (no xdp-loader)".to_string())
+        };
+        let (mut d, mut o, mut t) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            d.push(test_run(direct_fd, repeat).1);
+            o.push(test_run(ours_fd, repeat).1);
+            if let Ok(fd) = &theirs_fd {
+                t.push(test_run(*fd, repeat).1);
+            }
+        }
+        let (direct, ours) = (median(d), median(o));
+        let theirs = match &theirs_fd {
+            Ok(fd) => {
+                unsafe { libc::close(*fd) };
+                let _ = Command::new("xdp-loader")
+                    .args(["unload", "bdisp1", "--all"])
+                    .output();
+                median(t).to_string()
+            }
+            Err(e) => e.clone(),
+        };
+        unsafe { libc::close(ours_fd) };
         for l in &links {
             cli(&sock, &["detach", &l.to_string()]);
         }
         for p in &progs {
             cli(&sock, &["unload", &p.to_string()]);
         }
-        let theirs = if has_xdp_loader {
-            let mut args = vec!["xdp-loader", "load", "-m", "skb", "-n", "xdp_count_pass", "bdisp1"];
-            for _ in 0..n {
-                args.push(&obj);
-            }
-            let o = Command::new(args[0]).args(&args[1..]).output().expect("xdp-loader");
-            if o.status.success() {
-                let fd = fd_by_id(xdp_prog_on("bdisp1"));
-                let _ = test_run(fd, repeat / 10);
-                let (_, t) = test_run(fd, repeat);
-                unsafe { libc::close(fd) };
-                let _ = Command::new("xdp-loader").args(["unload", "bdisp1", "--all"]).output();
-                t.to_string()
-            } else {
-                format!("failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""))
-            }
-        } else {
-            "n/a (no xdp-loader)".into()
-        };
         println!("| {n} | {direct} | {ours} | {theirs} |");
-        rows.push((n, ours));
+        rows.push((n, ours, direct));
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
         let per = (last.1 as f64 - first.1 as f64) / (last.0 - first.0) as f64;
-        println!("\nbpfman: {} ns over direct with one program; {per:.1} ns per extra program.", first.1 as i64 - direct as i64);
+        println!(
+            "\nbpfman: {} ns over direct with one program; {per:.1} ns per extra program.",
+            first.1 as i64 - first.2 as i64
+        );
     }
+    unsafe { libc::close(direct_fd) };
     let _ = Command::new("ip").args(["link", "del", "bdisp0"]).status();
     let _ = daemon.kill();
     let _ = daemon.wait();

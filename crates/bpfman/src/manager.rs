@@ -727,7 +727,7 @@ impl Manager {
         let ext_pin = self.ext_pin(id);
         let mut all = on_hook;
         all.push(link.clone());
-        if let Err(e) = self.rebuild_xdp(&hook, h, all, Some(p)) {
+        if let Err(e) = self.rebuild_xdp(&hook, h, all) {
             let _ = std::fs::remove_file(&ext_pin);
             let _ = self.store.delete_link(id);
             return Err(e);
@@ -745,15 +745,10 @@ impl Manager {
     }
 
     /// Builds a new dispatcher revision running `links` in order, moves every program
-    /// into it, and swaps it onto the interface. `new` is the program whose link has no
-    /// extension yet. On failure the running revision stays untouched.
-    fn rebuild_xdp(
-        &self,
-        hook: &str,
-        h: &NetHook,
-        links: Vec<Link>,
-        new: Option<&Program>,
-    ) -> Result<()> {
+    /// into it, and swaps it onto the interface. A lone program runs directly (no
+    /// dispatcher, no overhead) through the same interface link. On failure the running
+    /// revision stays untouched.
+    fn rebuild_xdp(&self, hook: &str, h: &NetHook, links: Vec<Link>) -> Result<()> {
         use crate::dispatcher::{Slot, SlotConfig, order, slot_function, xdp_config, xdp_mask};
         let cur = self.store.dispatcher(hook)?;
         let slots = order(
@@ -785,41 +780,52 @@ impl Manager {
         let dir = base.join(rev.to_string());
         let disp_pin = dir.join("dispatcher");
         let hook_link = base.join("link");
+        let mode = match self
+            .config
+            .interfaces
+            .get(&h.iface)
+            .and_then(|i| i.xdp_mode.as_deref())
+        {
+            Some("drv") => aya::programs::XdpMode::Driver,
+            Some("skb") => aya::programs::XdpMode::Skb,
+            Some("hw") => aya::programs::XdpMode::Hardware,
+            _ => aya::programs::XdpMode::Default,
+        };
+        // Every link keeps an extension ready, so it can move into a dispatcher later.
+        let mut fresh = Vec::new();
+        for l in &links {
+            let ext = self.ext_pin(l.id);
+            if !ext.exists() {
+                let p = self.managed(l.program_id)?;
+                if let Err(e) = self.load_as_extension(&p, &ext) {
+                    for f in &fresh {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    return Err(e);
+                }
+                fresh.push(ext);
+            }
+        }
         let built = (|| -> Result<u32> {
+            if let [only] = slots.as_slice() {
+                let l = by_id(only.link_id).ok_or_else(|| Error::internal("slot without link"))?;
+                let p = self.managed(l.program_id)?;
+                self.kernel
+                    .install_xdp(h, Path::new(&p.pin_path), &hook_link, mode)?;
+                return Ok(0);
+            }
             let prog_id = self
                 .kernel
                 .load_xdp_dispatcher(xdp_config(&config, false)?, &disp_pin)?;
             for (i, s) in slots.iter().enumerate() {
                 let slot = slot_function(i);
-                let ext = self.ext_pin(s.link_id);
-                if !ext.exists() {
-                    let p = new.ok_or_else(|| {
-                        Error::internal(format!(
-                            "link {} lost its extension pin {}",
-                            s.link_id,
-                            ext.display()
-                        ))
-                    })?;
-                    self.load_as_extension(p, &disp_pin, &slot, &ext)?;
-                }
                 self.kernel.attach_extension(
-                    &ext,
+                    &self.ext_pin(s.link_id),
                     &disp_pin,
                     &slot,
                     &dir.join(format!("link_{}", s.link_id)),
                 )?;
             }
-            let mode = match self
-                .config
-                .interfaces
-                .get(&h.iface)
-                .and_then(|i| i.xdp_mode.as_deref())
-            {
-                Some("drv") => aya::programs::XdpMode::Driver,
-                Some("skb") => aya::programs::XdpMode::Skb,
-                Some("hw") => aya::programs::XdpMode::Hardware,
-                _ => aya::programs::XdpMode::Default,
-            };
             self.kernel.install_xdp(h, &disp_pin, &hook_link, mode)?;
             Ok(prog_id)
         })();
@@ -827,6 +833,9 @@ impl Manager {
             Ok(id) => id,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
+                for f in &fresh {
+                    let _ = std::fs::remove_file(f);
+                }
                 return Err(e.context("building the XDP dispatcher"));
             }
         };
@@ -834,7 +843,12 @@ impl Manager {
             hook: hook.to_string(),
             kind: "xdp".into(),
             revision: rev,
-            dispatcher_pin: disp_pin.display().to_string(),
+            // Empty: the lone program runs directly.
+            dispatcher_pin: if prog_id == 0 {
+                String::new()
+            } else {
+                disp_pin.display().to_string()
+            },
             link_pin: hook_link.display().to_string(),
             program_id: prog_id,
         })?;
@@ -850,15 +864,11 @@ impl Manager {
         Ok(())
     }
 
-    /// Loads program `p` again from its bytecode as an extension of `slot`, with its
-    /// globals and its maps, and checks it is the same code the kernel loaded before.
-    fn load_as_extension(
-        &self,
-        p: &Program,
-        dispatcher: &Path,
-        slot: &str,
-        pin: &Path,
-    ) -> Result<()> {
+    /// Loads program `p` again from its bytecode as an extension (against the shared
+    /// extension target), with its globals and its maps, and checks it is the same code
+    /// the kernel loaded before.
+    fn load_as_extension(&self, p: &Program, pin: &Path) -> Result<()> {
+        let dispatcher = self.kernel.ext_target()?;
         let bytes = read_bytecode(&p.bytecode)?;
         let owner = match p.map_owner_id {
             Some(o) => self.managed(o)?,
@@ -874,7 +884,7 @@ impl Manager {
             shared_maps: Some((PathBuf::from(&owner.map_pin_path), owner.maps.clone())),
         };
         self.kernel
-            .load_extension(bytes, plan, dispatcher, slot, pin)?;
+            .load_extension(bytes, plan, &dispatcher, Kernel::EXT_TARGET_SLOT, pin)?;
         let tag = self.kernel.pinned_info(pin)?.tag;
         if tag != p.tag {
             let _ = std::fs::remove_file(pin);
@@ -907,7 +917,7 @@ impl Manager {
             let _ = std::fs::remove_dir_all(self.kernel.dispatcher_dir(hook));
             self.store.delete_dispatcher(hook)?;
         } else {
-            self.rebuild_xdp(hook, h, rest, None)?;
+            self.rebuild_xdp(hook, h, rest)?;
         }
         let _ = std::fs::remove_file(self.ext_pin(l.id));
         self.store.delete_link(l.id)?;
@@ -925,6 +935,7 @@ impl Manager {
         l.hook
             .as_deref()
             .and_then(|h| self.store.dispatcher(h).ok().flatten())
+            .filter(|d| !d.dispatcher_pin.is_empty())
             .map(|d| d.revision)
             .unwrap_or(0)
     }

@@ -201,6 +201,27 @@ impl Kernel {
         })
     }
 
+    /// The dispatcher every extension is loaded against (its `prog0` slot) before it is
+    /// attached into the slots of real dispatchers; loaded once, kept pinned, never
+    /// attached anywhere. All its slots are enabled so none is pruned by the verifier
+    /// (aya only keeps functions the program reaches).
+    pub fn ext_target(&self) -> Result<PathBuf> {
+        use crate::dispatcher::{MAX_PROGRAMS, SlotConfig, xdp_config, xdp_mask};
+        let pin = self.bpffs().join("dispatchers").join("ext-target");
+        if !pin.exists() {
+            let slot = SlotConfig {
+                chain_call_actions: xdp_mask(&[])?,
+                run_prio: 0,
+                flags: 0,
+            };
+            self.load_xdp_dispatcher(xdp_config(&[slot; MAX_PROGRAMS], false)?, &pin)?;
+        }
+        Ok(pin)
+    }
+
+    /// The slot function extensions are loaded against in [`Kernel::ext_target`].
+    pub const EXT_TARGET_SLOT: &'static str = "prog0";
+
     /// Where a hook's dispatcher state lives on bpffs.
     pub fn dispatcher_dir(&self, hook_key: &str) -> PathBuf {
         self.bpffs()
