@@ -164,6 +164,7 @@ fn main() {
             info["features"]["freplace"]["detail"]
         );
         let _ = daemon.kill();
+        let _ = daemon.wait();
         return;
     }
     let _ = Command::new("ip")
@@ -318,6 +319,6 @@ fn main() {
     let _ = Command::new("ip").args(["link", "del", "bdisp0"]).status();
     let _ = daemon.kill();
     let _ = daemon.wait();
-    let _ = std::fs::remove_dir_all(&bpffs.join("dispatchers"));
+    let _ = std::fs::remove_dir_all(bpffs.join("dispatchers"));
     let _ = Command::new("umount").arg(&bpffs).status();
 }
