@@ -146,6 +146,17 @@ fn program_from_row(r: &Row<'_>) -> rusqlite::Result<Program> {
     })
 }
 
+fn dispatcher_from_row(r: &Row<'_>) -> rusqlite::Result<DispatcherRecord> {
+    Ok(DispatcherRecord {
+        hook: r.get(0)?,
+        kind: r.get(1)?,
+        revision: r.get(2)?,
+        dispatcher_pin: r.get(3)?,
+        link_pin: r.get(4)?,
+        program_id: r.get(5)?,
+    })
+}
+
 fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
     Ok(Link {
         id: r.get(0)?,
@@ -390,16 +401,7 @@ impl Store {
                 "SELECT hook, kind, revision, dispatcher_pin, link_pin, program_id \
                  FROM dispatchers WHERE hook = ?1",
                 [hook],
-                |r| {
-                    Ok(DispatcherRecord {
-                        hook: r.get(0)?,
-                        kind: r.get(1)?,
-                        revision: r.get(2)?,
-                        dispatcher_pin: r.get(3)?,
-                        link_pin: r.get(4)?,
-                        program_id: r.get(5)?,
-                    })
-                },
+                dispatcher_from_row,
             )
             .optional()?)
         })
@@ -411,16 +413,7 @@ impl Store {
                 "SELECT hook, kind, revision, dispatcher_pin, link_pin, program_id \
                  FROM dispatchers ORDER BY hook",
             )?;
-            let rows = st.query_map([], |r| {
-                Ok(DispatcherRecord {
-                    hook: r.get(0)?,
-                    kind: r.get(1)?,
-                    revision: r.get(2)?,
-                    dispatcher_pin: r.get(3)?,
-                    link_pin: r.get(4)?,
-                    program_id: r.get(5)?,
-                })
-            })?;
+            let rows = st.query_map([], dispatcher_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
