@@ -640,17 +640,14 @@ impl Manager {
         };
         let id = self.store.insert_link(&link)?;
         let pin = self.kernel.link_pin(id);
-        let xdp_mode = spec
-            .net_hook()
-            .and_then(|h| self.config.interfaces.get(&h.iface))
-            .and_then(|i| i.xdp_mode.clone());
+        let xdp_mode = spec.net_hook().and_then(|h| self.xdp_mode(&h.iface));
         let attached = match self.kernel.attach(
             p.kind,
             Path::new(&p.pin_path),
             &spec,
             &pin,
             tcx_anchor,
-            xdp_mode.as_deref(),
+            xdp_mode,
         ) {
             Ok(a) => a,
             Err(e) => {
@@ -740,6 +737,14 @@ impl Manager {
         Ok(l)
     }
 
+    /// The configured XDP mode of an interface (`[interfaces.<if>] xdp_mode`).
+    fn xdp_mode(&self, iface: &str) -> Option<&str> {
+        self.config
+            .interfaces
+            .get(iface)
+            .and_then(|i| i.xdp_mode.as_deref())
+    }
+
     fn ext_pin(&self, link_id: u32) -> PathBuf {
         self.kernel.bpffs().join("ext").join(link_id.to_string())
     }
@@ -780,17 +785,7 @@ impl Manager {
         let dir = base.join(rev.to_string());
         let disp_pin = dir.join("dispatcher");
         let hook_link = base.join("link");
-        let mode = match self
-            .config
-            .interfaces
-            .get(&h.iface)
-            .and_then(|i| i.xdp_mode.as_deref())
-        {
-            Some("drv") => aya::programs::XdpMode::Driver,
-            Some("skb") => aya::programs::XdpMode::Skb,
-            Some("hw") => aya::programs::XdpMode::Hardware,
-            _ => aya::programs::XdpMode::Default,
-        };
+        let mode = self.xdp_mode(&h.iface);
         // Every link keeps an extension ready, so it can move into a dispatcher later.
         let mut fresh = Vec::new();
         for l in &links {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
-use aya::programs::{Extension, ProgramFd, Xdp, XdpMode};
+use aya::programs::{Extension, ProgramFd, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::{Attached, Kernel, LoadPlan, chain, ifindex, kerr, netns, pin_taken};
@@ -154,10 +154,11 @@ impl Kernel {
         hook: &NetHook,
         dispatcher: &Path,
         hook_link: &Path,
-        mode: XdpMode,
+        xdp_mode: Option<&str>,
     ) -> Result<Attached> {
         netns::within(hook.netns.as_deref(), || {
             let ifindex = ifindex(&hook.iface)?;
+            let mode = super::xdp_mode_of(xdp_mode)?;
             let mut p = Xdp::from_pin(dispatcher, aya_obj::programs::XdpAttachType::Interface)
                 .map_err(|e| kerr("opening the dispatcher", e))?;
             if hook_link.exists() {

@@ -426,18 +426,7 @@ impl Kernel {
                 let ifindex = ifindex(&hook.iface)?;
                 let mut p = Xdp::from_pin(prog_pin, aya_obj::programs::XdpAttachType::Interface)
                     .map_err(|e| kerr(&what, e))?;
-                let mode = match xdp_mode {
-                    None => XdpMode::Default,
-                    Some("drv") => XdpMode::Driver,
-                    Some("skb") => XdpMode::Skb,
-                    Some("hw") => XdpMode::Hardware,
-                    Some(other) => {
-                        return Err(Error::invalid(format!(
-                            "config: interfaces.{}.xdp_mode = '{other}': use drv, skb or hw",
-                            hook.iface
-                        )));
-                    }
-                };
+                let mode = xdp_mode_of(xdp_mode)?;
                 let id = p.attach(&hook.iface, mode).map_err(|e| {
                     if has_errno(&e, libc::EBUSY) || has_errno(&e, libc::EEXIST) {
                         Error::exists(format!(
@@ -697,6 +686,20 @@ fn pin_link(link: FdLink, pin: &Path, ifindex: Option<u32>) -> Result<Attached> 
         kernel_link_id,
         ifindex,
     })
+}
+
+/// The XDP attach mode a config value names (`interfaces.<if>.xdp_mode`); `None`
+/// lets the kernel choose.
+pub fn xdp_mode_of(name: Option<&str>) -> Result<XdpMode> {
+    match name {
+        None => Ok(XdpMode::Default),
+        Some("drv") => Ok(XdpMode::Driver),
+        Some("skb") => Ok(XdpMode::Skb),
+        Some("hw") => Ok(XdpMode::Hardware),
+        Some(other) => Err(Error::invalid(format!(
+            "config: xdp_mode = '{other}': use drv, skb or hw"
+        ))),
+    }
 }
 
 /// The index of an interface in the calling thread's network namespace.
