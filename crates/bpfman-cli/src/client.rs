@@ -278,6 +278,17 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints `json` for `-o json`, else the table that `table` renders.
+fn emit(out: Output, json: &Value, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match out {
+        Output::Json => print_json(json),
+        Output::Table => {
+            println!("{}", table());
+            Ok(())
+        }
+    }
+}
+
 /// Kind names (bpfman's and the kernel's) to the kernel's bpf_prog_type number.
 fn kernel_type_number(name: &str) -> anyhow::Result<u32> {
     let n = match name {
@@ -358,12 +369,11 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                     Some(output::program_json(p.info.as_ref(), k, recs.get(&k.id)))
                 })
                 .collect();
-            match out {
-                Output::Json => print_json(&Value::Array(progs)),
-                Output::Table => {
-                    println!("{}", output::programs_table(&progs));
-                    Ok(())
-                }
+            {
+                let v = Value::Array(progs);
+                emit(out, &v, || {
+                    output::programs_table(v.as_array().map(Vec::as_slice).unwrap_or_default())
+                })
             }
         }
         Command::Unload { id } => {
@@ -371,13 +381,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             c.v1.unload(v1::UnloadRequest { id })
                 .await
                 .map_err(call_err)?;
-            match out {
-                Output::Json => print_json(&json!({ "unloaded": id })),
-                Output::Table => {
-                    println!("unloaded program {id}");
-                    Ok(())
-                }
-            }
+            emit(out, &json!({ "unloaded": id }), || {
+                format!("unloaded program {id}")
+            })
         }
         Command::Attach(AttachArgs { program_id, target }) => {
             let info = attach_info(&target)?;
@@ -390,28 +396,20 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .await
                 .map_err(call_err)?
                 .into_inner();
-            match out {
-                Output::Json => {
-                    print_json(&json!({ "link_id": r.link_id, "program_id": program_id }))
-                }
-                Output::Table => {
-                    println!("attached program {program_id}: link {}", r.link_id);
-                    Ok(())
-                }
-            }
+            emit(
+                out,
+                &json!({ "link_id": r.link_id, "program_id": program_id }),
+                || format!("attached program {program_id}: link {}", r.link_id),
+            )
         }
         Command::Detach { link_id } => {
             let mut c = connect(&socket).await?;
             c.v1.detach(v1::DetachRequest { link_id })
                 .await
                 .map_err(call_err)?;
-            match out {
-                Output::Json => print_json(&json!({ "detached": link_id })),
-                Output::Table => {
-                    println!("detached link {link_id}");
-                    Ok(())
-                }
-            }
+            emit(out, &json!({ "detached": link_id }), || {
+                format!("detached link {link_id}")
+            })
         }
         Command::List(ListCommand::Programs {
             program_type,
@@ -465,12 +463,11 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                     Some(output::program_json(p.info.as_ref(), k, rec))
                 })
                 .collect();
-            match out {
-                Output::Json => print_json(&Value::Array(progs)),
-                Output::Table => {
-                    println!("{}", output::programs_table(&progs));
-                    Ok(())
-                }
+            {
+                let v = Value::Array(progs);
+                emit(out, &v, || {
+                    output::programs_table(v.as_array().map(Vec::as_slice).unwrap_or_default())
+                })
             }
         }
         Command::List(ListCommand::Links { program_id }) => {
@@ -481,15 +478,11 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .await
                 .map_err(call_err)?
                 .into_inner();
-            match out {
-                Output::Json => print_json(&Value::Array(
-                    r.links.iter().map(output::link_json).collect(),
-                )),
-                Output::Table => {
-                    println!("{}", output::links_table(&r.links));
-                    Ok(())
-                }
-            }
+            emit(
+                out,
+                &Value::Array(r.links.iter().map(output::link_json).collect()),
+                || output::links_table(&r.links),
+            )
         }
         Command::Get(GetCommand::Program { id }) => {
             let mut c = connect(&socket).await?;
@@ -503,13 +496,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .kernel_info
                 .ok_or_else(|| anyhow!("the daemon returned no kernel info for program {id}"))?;
             let v = output::program_json(r.info.as_ref(), &k, recs.get(&id));
-            match out {
-                Output::Json => print_json(&v),
-                Output::Table => {
-                    println!("{}", output::program_detail(&v));
-                    Ok(())
-                }
-            }
+            emit(out, &v, || output::program_detail(&v))
         }
         Command::Get(GetCommand::Link { link_id }) => {
             let mut c = connect(&socket).await?;
@@ -519,13 +506,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .await
                 .map_err(call_err)?
                 .into_inner();
-            match out {
-                Output::Json => print_json(&output::link_json(&l)),
-                Output::Table => {
-                    println!("{}", output::link_detail(&l));
-                    Ok(())
-                }
-            }
+            emit(out, &output::link_json(&l), || output::link_detail(&l))
         }
         Command::System(SystemCommand::Reconcile) => {
             let mut c = connect(&socket).await?;
