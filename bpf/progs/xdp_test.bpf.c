@@ -15,19 +15,23 @@ volatile const __u8 drop_proto = 1; /* IPPROTO_ICMP */
 COUNTER_MAP(xdp_drops);
 COUNTER_MAP(xdp_seen);
 
-SEC("xdp")
-int xdp_drop_proto(struct xdp_md *ctx)
+/* The IPv4 protocol of the frame, or -1 when it is not a whole IPv4 header. */
+static __always_inline int ipv4_proto(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = data + sizeof(*eth);
 
-	if ((void *)(ip + 1) > end)
-		return XDP_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return XDP_PASS;
-	if (ip->protocol != drop_proto)
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	return ip->protocol;
+}
+
+SEC("xdp")
+int xdp_drop_proto(struct xdp_md *ctx)
+{
+	if (ipv4_proto(ctx) != drop_proto)
 		return XDP_PASS;
 	bump(&xdp_drops);
 	return XDP_DROP;
@@ -50,14 +54,7 @@ COUNTER_MAP(chain_hits);
 SEC("xdp")
 int xdp_chain(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + sizeof(*eth);
-
-	if ((void *)(ip + 1) > end)
-		return XDP_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != 1)
+	if (ipv4_proto(ctx) != 1 /* IPPROTO_ICMP */)
 		return XDP_PASS;
 	bump(&chain_hits);
 	return ret_code;

@@ -3,26 +3,16 @@
 //! and the daemon's RSS. Run as root: `cargo bench --bench control_plane`.
 //! Prints a Markdown report for docs/benchmarks.md.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bpfman_api::v1::{self, bpfman_client::BpfmanClient};
 use tonic::transport::{Channel, Endpoint};
 
-const BPFMAN: &str = env!("CARGO_BIN_EXE_bpfman");
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect(args[0]);
-    assert!(st.success(), "{}", args.join(" "));
-}
+use common::BPFMAN;
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
@@ -173,22 +163,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let st = Command::new("make")
-        .arg("-C")
-        .arg(repo().join("bpf"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("make");
-    assert!(st.success());
-    let xdp_obj = repo()
-        .join("target/bpf/xdp_test.bpf.o")
-        .canonicalize()
-        .expect("xdp obj");
-    let tp_obj = repo()
-        .join("target/bpf/tracing_test.bpf.o")
-        .canonicalize()
-        .expect("tp obj");
-    let (xdp_obj, tp_obj) = (xdp_obj.display().to_string(), tp_obj.display().to_string());
+    let xdp_obj = common::object("xdp_test.bpf.o");
+    let tp_obj = common::object("tracing_test.bpf.o");
 
     for s in SYSCALLS {
         assert!(
@@ -199,49 +175,11 @@ fn main() {
             "no tracepoint for {s} (is tracefs mounted?)"
         );
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("bpfman.sock");
-    let cfg = dir.path().join("bpfman.toml");
-    std::fs::write(&cfg, "").expect("config");
-    let daemon = Command::new(BPFMAN)
-        .arg("daemon")
-        .arg("--runtime-dir")
-        .arg(dir.path().join("run"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--config")
-        .arg(&cfg)
-        .env("BPFMAN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("daemon");
-    let pid = daemon.id();
-    /// Cleans up even when a phase panics.
-    struct Guard(std::process::Child, PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["link", "del", "bbench0"]).status();
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-            let _ = Command::new("umount").arg(&self.1).status();
-        }
-    }
-    let _guard = Guard(daemon, dir.path().join("run/fs"));
     let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let daemon = common::BenchDaemon::start("bbench0");
     let ready = t.elapsed();
-    sh(&[
-        "ip", "link", "add", "bbench0", "type", "veth", "peer", "name", "bbench1",
-    ]);
-    sh(&["ip", "link", "set", "bbench0", "up"]);
-    sh(&["ip", "link", "set", "bbench1", "up"]);
+    let (pid, sock) = (daemon.pid(), daemon.sock.clone());
+    daemon.veth_pair("bbench1");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -3,15 +3,12 @@
 //! dispatcher (`xdp-loader`), all in one run. Needs root and a kernel with freplace
 //! (run it through `scripts/bench-dispatcher.sh`, which boots the VM).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-const BPFMAN: &str = env!("CARGO_BIN_EXE_bpfman");
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::BPFMAN;
 
 fn bpf(cmd: u64, attr: &mut [u8; 128]) -> i64 {
     // SAFETY: attr is a zeroed bpf_attr-sized buffer laid out for `cmd`.
@@ -121,62 +118,20 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let st = Command::new("make")
-        .arg("-C")
-        .arg(repo().join("bpf"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("make");
-    assert!(st.success());
-    let obj = repo()
-        .join("target/bpf/xdp_test.bpf.o")
-        .canonicalize()
-        .expect("obj");
-    let obj = obj.display().to_string();
+    let obj = common::object("xdp_test.bpf.o");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("bpfman.sock");
-    std::fs::write(dir.path().join("c.toml"), "").expect("config");
-    let mut daemon = Command::new(BPFMAN)
-        .arg("daemon")
-        .arg("--runtime-dir")
-        .arg(dir.path().join("run"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--config")
-        .arg(dir.path().join("c.toml"))
-        .env("BPFMAN_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("daemon");
-    let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = common::BenchDaemon::start("bdisp0");
+    let sock = daemon.sock.clone();
     let info = cli(&sock, &["system", "info"]);
     if info["features"]["freplace"]["supported"] != true {
         eprintln!(
             "SKIP dispatcher bench: no freplace here ({})",
             info["features"]["freplace"]["detail"]
         );
-        let _ = daemon.kill();
-        let _ = daemon.wait();
         return;
     }
-    let _ = Command::new("ip")
-        .args(["link", "del", "bdisp0"])
-        .stderr(Stdio::null())
-        .status();
-    sh(&[
-        "ip", "link", "add", "bdisp0", "type", "veth", "peer", "name", "bdisp1",
-    ]);
-    sh(&["ip", "link", "set", "bdisp0", "up"]);
-    sh(&["ip", "link", "set", "bdisp1", "up"]);
-    let bpffs = dir.path().join("run/fs");
+    daemon.veth_pair("bdisp1");
+    let bpffs = daemon.bpffs();
 
     // Direct: the program alone.
     let direct_id = cli(
@@ -316,9 +271,4 @@ fn main() {
         );
     }
     unsafe { libc::close(direct_fd) };
-    let _ = Command::new("ip").args(["link", "del", "bdisp0"]).status();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let _ = std::fs::remove_dir_all(bpffs.join("dispatchers"));
-    let _ = Command::new("umount").arg(&bpffs).status();
 }
