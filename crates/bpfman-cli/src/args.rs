@@ -55,6 +55,105 @@ pub enum Command {
     /// Daemon and kernel information.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Bytecode images: pull, list, inspect, rm (the daemon's cache); build, push, sign,
+    /// verify, generate-key-pair (local, no daemon needed).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// base64(user:password) for the registry (else ~/.docker/config.json, else anonymous).
+    #[arg(short = 'r', long)]
+    pub registry_auth: Option<String>,
+    /// Reach this image's registry over plain HTTP (loopback registries always are).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Pull an image into the daemon's cache (with a progress bar).
+    Pull {
+        /// Image reference.
+        #[arg(required_unless_present = "image_url")]
+        image: Option<String>,
+        /// Image reference (upstream's flag form).
+        #[arg(short = 'i', long, conflicts_with = "image")]
+        image_url: Option<String>,
+        /// Always, IfNotPresent or Never.
+        #[arg(short = 'p', long, default_value = "Always")]
+        pull_policy: String,
+        /// base64(user:password) for the registry.
+        #[arg(short = 'r', long)]
+        registry_auth: Option<String>,
+    },
+    /// List the daemon's cached images.
+    List,
+    /// Show a cached image: programs, maps, digests, signature status.
+    Inspect {
+        image: String,
+    },
+    /// Remove cached images by reference or digest (root only).
+    Rm {
+        image: String,
+    },
+    /// Build a bytecode image from ELF objects into a local OCI layout (no docker needed).
+    Build {
+        /// The eBPF object for this host's architecture.
+        #[arg(short = 'b', long, required_unless_present = "bytecode_for")]
+        bytecode: Option<PathBuf>,
+        /// ARCH=FILE.o, once per architecture: builds a multi-arch index.
+        #[arg(long = "bytecode-for", value_name = "ARCH=FILE")]
+        bytecode_for: Vec<String>,
+        /// The image reference to name it, e.g. 127.0.0.1:5000/xdp/pass:v1.
+        #[arg(short = 't', long)]
+        tag: String,
+        /// TYPE:FUNCTION labels (default: every program the ELF holds).
+        #[arg(long, num_args = 1.., value_name = "TYPE:FUNC")]
+        programs: Vec<String>,
+        /// NAME:TYPE map labels (default: every map the ELF defines).
+        #[arg(long, num_args = 1.., value_name = "NAME:TYPE")]
+        maps: Vec<String>,
+        /// The OCI layout directory to build into.
+        #[arg(long, env = "BPFMAN_IMAGE_DIR")]
+        layout: Option<PathBuf>,
+    },
+    /// Push a built image to its registry.
+    Push {
+        /// The image (as tagged by `image build`).
+        image: String,
+        /// Push under another reference.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[arg(long, env = "BPFMAN_IMAGE_DIR")]
+        layout: Option<PathBuf>,
+    },
+    /// Sign an image in its registry, cosign-style (password in COSIGN_PASSWORD).
+    Sign {
+        /// Private key (cosign's encrypted PEM, or PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+        image: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Verify an image's cosign signatures against public keys.
+    Verify {
+        /// Public key (PEM), once or more.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        image: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Make a cosign key pair PREFIX.key (encrypted with COSIGN_PASSWORD) and PREFIX.pub.
+    GenerateKeyPair {
+        #[arg(long, default_value = "cosign")]
+        output_key_prefix: String,
+    },
 }
 
 #[derive(Args, Debug)]

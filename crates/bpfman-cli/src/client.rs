@@ -46,6 +46,11 @@ async fn connect(socket: &Path) -> anyhow::Result<Clients> {
     })
 }
 
+/// The extension-service client alone (image commands).
+pub async fn connect_ext(socket: &Path) -> anyhow::Result<BpfmanExtClient<Channel>> {
+    Ok(connect(socket).await?.ext)
+}
+
 /// Turns a gRPC status into the daemon's message.
 fn call_err(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
@@ -332,14 +337,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                     registry_auth,
                     common,
                 } => {
-                    let policy = match pull_policy.as_str() {
-                        "Always" => 0,
-                        "IfNotPresent" => 1,
-                        "Never" => 2,
-                        other => bail!(
-                            "unknown --pull-policy '{other}': use Always, IfNotPresent or Never"
-                        ),
-                    };
+                    let policy = bpfman::image::PullPolicy::parse(pull_policy)
+                        .map_err(|e| anyhow!("--pull-policy: {e}"))?
+                        .as_i32();
                     let (username, password) = match registry_auth {
                         Some(a) => {
                             let (u, p) = decode_auth(a)?;
@@ -359,6 +359,28 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 }
             };
             let mut c = connect(&socket).await?;
+            let mut req = req;
+            // Pull first through the streaming call, so a terminal shows progress; the
+            // load then finds the image in the cache.
+            if let Some(v1::bytecode_location::Location::Image(i)) = req
+                .bytecode
+                .as_mut()
+                .and_then(|b| b.location.as_mut())
+                && i.image_pull_policy != 2
+            {
+                let pulled = crate::image::pull_with_progress(
+                    &mut c.ext,
+                    ext::PullImageRequest {
+                        url: i.url.clone(),
+                        image_pull_policy: i.image_pull_policy,
+                        username: i.username.clone(),
+                        password: i.password.clone(),
+                    },
+                )
+                .await?;
+                i.url = pulled.reference;
+                i.image_pull_policy = 1;
+            }
             let resp = c.v1.load(req).await.map_err(call_err)?.into_inner();
             let recs = records(&mut c).await?;
             let progs: Vec<Value> = resp
@@ -507,6 +529,9 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .map_err(call_err)?
                 .into_inner();
             emit(out, &output::link_json(&l), || output::link_detail(&l))
+        }
+        Command::Image(cmd) => {
+            crate::image::run(cmd, &socket, out, |o, v, t| emit(o, v, t)).await
         }
         Command::System(SystemCommand::Reconcile) => {
             let mut c = connect(&socket).await?;

@@ -4,6 +4,7 @@
 mod args;
 mod client;
 mod daemon;
+mod image;
 mod output;
 mod server;
 

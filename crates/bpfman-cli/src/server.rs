@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bpfman::image::registry::Credentials;
+use bpfman::image::{ImageRecord, PullPolicy};
 use bpfman::manager::{ListFilter, Manager, ProgramView};
 use bpfman::model::{
     AttachSpec, Bytecode, Caller, Direction, Link, LoadRequest, NetHook, Program, ProgramKind,
@@ -28,7 +30,10 @@ pub struct Service {
 pub fn reload(m: &Manager, path: &std::path::Path) -> bpfman::Result<u32> {
     let c = bpfman::config::Config::load(path, false)?;
     let rules = c.policy.rules.len() as u32;
+    // Check the keys before changing anything, so a bad file changes nothing.
+    bpfman::image::SignaturePolicy::from_config(&c.images.signatures)?;
     m.reload_policy(c.policy)?;
+    m.reload_images(&c.images)?;
     Ok(rules)
 }
 
@@ -110,7 +115,9 @@ fn bytecode_to_v1(b: &Bytecode) -> v1::BytecodeLocation {
     v1::BytecodeLocation {
         location: Some(match b {
             Bytecode::File(f) => v1::bytecode_location::Location::File(f.clone()),
-            Bytecode::Image { url, pull_policy } => {
+            Bytecode::Image {
+                url, pull_policy, ..
+            } => {
                 v1::bytecode_location::Location::Image(v1::BytecodeImage {
                     url: url.clone(),
                     image_pull_policy: *pull_policy,
@@ -317,12 +324,19 @@ impl Bpfman for Service {
     ) -> Result<Response<v1::LoadResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
+        let mut registry_auth = None;
         let bytecode = match r.bytecode.and_then(|b| b.location) {
             Some(v1::bytecode_location::Location::File(f)) => Bytecode::File(f),
-            Some(v1::bytecode_location::Location::Image(i)) => Bytecode::Image {
-                url: i.url,
-                pull_policy: i.image_pull_policy,
-            },
+            Some(v1::bytecode_location::Location::Image(i)) => {
+                if let Some(u) = &i.username {
+                    registry_auth = Some((u.clone(), i.password.clone().unwrap_or_default()));
+                }
+                Bytecode::Image {
+                    url: i.url,
+                    pull_policy: i.image_pull_policy,
+                    digest: None,
+                }
+            }
             None => {
                 return Err(Status::invalid_argument(
                     "load needs bytecode: a file or an image",
@@ -353,6 +367,7 @@ impl Bpfman for Service {
             global_data: r.global_data.into_iter().collect(),
             metadata,
             map_owner_id: r.map_owner_id,
+            registry_auth,
         };
         let views = self
             .run(move |m| {
@@ -443,14 +458,19 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::PullBytecodeRequest>,
     ) -> Result<Response<v1::PullBytecodeResponse>, Status> {
-        let url = request
+        let who = caller(&request)?;
+        let image = request
             .into_inner()
             .image
-            .map(|i| i.url)
-            .unwrap_or_default();
-        Err(Status::failed_precondition(format!(
-            "pulling {url}: this daemon has no image support yet"
-        )))
+            .ok_or_else(|| Status::invalid_argument("pull needs an image"))?;
+        let policy = PullPolicy::from_i32(image.image_pull_policy).map_err(status)?;
+        let creds = Credentials {
+            username: image.username,
+            password: image.password,
+        };
+        self.run(move |m| m.pull_image(who, &image.url, policy, &creds, &mut |_| {}))
+            .await?;
+        Ok(Response::new(v1::PullBytecodeResponse {}))
     }
 
     async fn get(
@@ -612,5 +632,102 @@ impl BpfmanExt for Service {
         Ok(Response::new(ext::ReconcileResponse {
             actions: report.actions,
         }))
+    }
+
+    type PullImageStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ext::PullImageEvent, Status>> + Send>>;
+
+    async fn pull_image(
+        &self,
+        request: Request<ext::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let who = caller(&request)?;
+        let r = request.into_inner();
+        let policy = PullPolicy::from_i32(r.image_pull_policy).map_err(status)?;
+        let creds = Credentials {
+            username: r.username,
+            password: r.password,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let m = self.manager.clone();
+        tokio::task::spawn_blocking(move || {
+            let progress_tx = tx.clone();
+            let mut last = (String::new(), u64::MAX);
+            let result = m.pull_image(who, &r.url, policy, &creds, &mut |p| {
+                // Only phase changes and every 64 KiB: a bar, not a flood.
+                if p.phase != last.0 || p.done / 65536 != last.1 / 65536 || p.done == p.total {
+                    last = (p.phase.to_string(), p.done);
+                    let _ = progress_tx.try_send(Ok(ext::PullImageEvent {
+                        event: Some(ext::pull_image_event::Event::Progress(ext::PullProgress {
+                            phase: p.phase.to_string(),
+                            done: p.done,
+                            total: p.total,
+                        })),
+                    }));
+                }
+            });
+            let msg = match result {
+                Ok(rec) => Ok(ext::PullImageEvent {
+                    event: Some(ext::pull_image_event::Event::Image(image_info(&rec))),
+                }),
+                Err(e) => {
+                    if !bpfman::manager::is_client_error(&e) {
+                        warn!("pull failed: {e}");
+                    }
+                    Err(status(e))
+                }
+            };
+            let _ = tx.blocking_send(msg);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<ext::ListImagesRequest>,
+    ) -> Result<Response<ext::ListImagesResponse>, Status> {
+        let who = caller(&request)?;
+        let images = self.run(move |m| m.images(who)).await?;
+        Ok(Response::new(ext::ListImagesResponse {
+            images: images.iter().map(image_info).collect(),
+        }))
+    }
+
+    async fn inspect_image(
+        &self,
+        request: Request<ext::InspectImageRequest>,
+    ) -> Result<Response<ext::ImageInfo>, Status> {
+        let who = caller(&request)?;
+        let url = request.into_inner().url;
+        let rec = self.run(move |m| m.image(who, &url)).await?;
+        Ok(Response::new(image_info(&rec)))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<ext::RemoveImageRequest>,
+    ) -> Result<Response<ext::RemoveImageResponse>, Status> {
+        let who = caller(&request)?;
+        let what = request.into_inner().image;
+        let gone = self.run(move |m| m.remove_image(who, &what)).await?;
+        Ok(Response::new(ext::RemoveImageResponse {
+            removed: gone.iter().map(image_info).collect(),
+        }))
+    }
+}
+
+fn image_info(r: &ImageRecord) -> ext::ImageInfo {
+    ext::ImageInfo {
+        reference: r.reference.clone(),
+        digest: r.digest.clone(),
+        manifest_digest: r.manifest_digest.clone(),
+        bytecode_digest: r.bytecode_digest.clone(),
+        programs: r.labels.programs.clone().into_iter().collect(),
+        maps: r.labels.maps.clone().into_iter().collect(),
+        size: r.size,
+        signature: r.signature.clone(),
+        pulled_at: r.pulled_at.clone(),
     }
 }

@@ -2,7 +2,7 @@
 //! Unknown keys are errors, so a typo never silently turns a setting off.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -20,6 +20,87 @@ pub struct Config {
     /// Who may do what (see docs/security.md).
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Bytecode images: cache, registries, signatures (see docs/images.md).
+    #[serde(default)]
+    pub images: ImagesConfig,
+}
+
+/// `[images]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// The image cache (an OCI image layout). Survives reboots.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// The largest image (manifest's config + bytecode layer) accepted, in bytes.
+    #[serde(default = "default_max_image_size")]
+    pub max_image_size: u64,
+    /// Registries (host[:port]) reached over plain HTTP. Loopback ones always are.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// A docker-style config.json whose `auths` the daemon uses when a caller gives none.
+    pub auth_file: Option<PathBuf>,
+    #[serde(default)]
+    pub signatures: SignatureConfig,
+}
+
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("/var/lib/bpfman/images")
+}
+fn default_max_image_size() -> u64 {
+    64 << 20
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            max_image_size: default_max_image_size(),
+            insecure_registries: Vec::new(),
+            auth_file: None,
+            signatures: SignatureConfig::default(),
+        }
+    }
+}
+
+/// `[images.signatures]`: which images must carry a cosign signature by which key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureConfig {
+    /// Check signatures at all. Default true.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Images that no trusted key covers may load unsigned. Default true.
+    #[serde(default = "yes")]
+    pub allow_unsigned: bool,
+    /// Keys, each trusted for the images whose reference starts with its prefix; an
+    /// image a key covers must be signed by one of the keys that cover it.
+    #[serde(default)]
+    pub trusted_keys: Vec<TrustedKey>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SignatureConfig {
+    fn default() -> Self {
+        Self {
+            verify: true,
+            allow_unsigned: true,
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    /// Image reference prefix, e.g. "quay.io/myorg/"; "" for every image.
+    #[serde(default)]
+    pub prefix: String,
+    /// Path of a cosign public key (PEM).
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,6 +139,11 @@ impl Config {
                     "config {origin}: interfaces.{iface}.xdp_mode = '{m}': use drv, skb or hw"
                 )));
             }
+        }
+        if c.images.max_image_size == 0 {
+            return Err(Error::invalid(format!(
+                "config {origin}: images.max_image_size must be above 0"
+            )));
         }
         Ok(c)
     }

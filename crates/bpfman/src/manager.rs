@@ -15,6 +15,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::image::registry::Credentials;
+use crate::image::{ImageRecord, ImageService, Progress, PullPolicy, SignaturePolicy};
 use crate::kernel::probe::Features;
 use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
 use crate::model::{
@@ -101,6 +103,45 @@ pub struct Manager {
     features: Features,
     paths: Paths,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    images: ImagePuller,
+}
+
+/// The image service and the runtime its network work runs on (manager calls are
+/// synchronous; pulls are async underneath).
+struct ImagePuller {
+    service: ImageService,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl ImagePuller {
+    fn new(c: &crate::config::ImagesConfig) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bpfman-images")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal(format!("starting the image runtime: {e}")))?;
+        Ok(Self {
+            service: ImageService::open(c)?,
+            rt: Some(rt),
+        })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| Error::internal("the image runtime is gone"))?;
+        Ok(rt.block_on(f))
+    }
+}
+
+impl Drop for ImagePuller {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn read_bytecode(bytecode: &Bytecode) -> Result<Vec<u8>> {
@@ -127,9 +168,8 @@ fn read_bytecode(bytecode: &Bytecode) -> Result<Vec<u8>> {
             }
             Ok(bytes)
         }
-        Bytecode::Image { url, .. } => Err(Error::unsupported(format!(
-            "loading from image {url}: this daemon has no image support yet; \
-             load the bytecode from a file instead"
+        Bytecode::Image { url, .. } => Err(Error::internal(format!(
+            "image {url} reached the file reader"
         ))),
     }
 }
@@ -169,6 +209,7 @@ impl Manager {
         let kernel = Kernel::new(&paths.bpffs)?;
         let features = crate::kernel::probe::probe(&paths.bpffs);
         let audit = open_audit(&config.policy)?;
+        let images = config.images.clone();
         let m = Self {
             policy: RwLock::new(Arc::new(Policy::new(config.policy.clone()))),
             audit: Mutex::new(audit),
@@ -178,6 +219,7 @@ impl Manager {
             features,
             paths,
             locks: Mutex::new(HashMap::new()),
+            images: ImagePuller::new(&images)?,
         };
         let report = m.reconcile()?;
         Ok((m, report))
@@ -278,6 +320,19 @@ impl Manager {
             .bytecode
             .clone()
             .ok_or_else(|| Error::invalid("load needs bytecode: a file path or an image"))?;
+        // Policy judges images by their normalised reference.
+        let bytecode = match bytecode {
+            Bytecode::Image {
+                url,
+                pull_policy,
+                digest,
+            } => Bytecode::Image {
+                url: ImageService::normalise(&url)?.1,
+                pull_policy,
+                digest,
+            },
+            b => b,
+        };
         if req.programs.is_empty() {
             return Err(Error::invalid(
                 "load names no programs: give --programs TYPE:FUNCTION at least once",
@@ -336,7 +391,42 @@ impl Manager {
             },
             &format!("load {} from {bytecode:?}", names.join(" ")),
         )?;
-        let bytes = read_bytecode(&bytecode)?;
+        let (bytes, bytecode) = match &bytecode {
+            Bytecode::File(_) => (read_bytecode(&bytecode)?, bytecode.clone()),
+            Bytecode::Image {
+                url, pull_policy, ..
+            } => {
+                let creds = Credentials {
+                    username: req.registry_auth.as_ref().map(|a| a.0.clone()),
+                    password: req.registry_auth.as_ref().map(|a| a.1.clone()),
+                };
+                let rec = self.pull_cached(url, PullPolicy::from_i32(*pull_policy)?, &creds, &mut |_| {})?;
+                for p in &req.programs {
+                    if !rec.labels.programs.is_empty() && !rec.labels.programs.contains_key(&p.name) {
+                        return Err(Error::invalid(format!(
+                            "image {} has no program '{}' (it has: {})",
+                            rec.reference,
+                            p.name,
+                            rec.labels
+                                .programs
+                                .iter()
+                                .map(|(f, t)| format!("{t}:{f}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                }
+                let bytes = self.images.service.bytecode(&rec)?;
+                (
+                    bytes,
+                    Bytecode::Image {
+                        url: rec.reference.clone(),
+                        pull_policy: *pull_policy,
+                        digest: Some(rec.digest.clone()),
+                    },
+                )
+            }
+        };
 
         // Map sharing: use the maps of the owner (or of the owner's own owner).
         let owner = match req.map_owner_id {
@@ -411,6 +501,65 @@ impl Manager {
             info!(id = p.id, name = %p.name, kind = %p.kind, uid = caller.uid, "loaded");
         }
         Ok(programs)
+    }
+
+    /// Makes an image available in the cache (the caller must be allowed to pull it).
+    pub fn pull_image(
+        &self,
+        caller: Caller,
+        url: &str,
+        policy: PullPolicy,
+        creds: &Credentials,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<ImageRecord> {
+        let (_, name) = ImageService::normalise(url)?;
+        self.authorize(caller, &Request::Pull { image: &name }, &format!("pull {name}"))?;
+        self.pull_cached(&name, policy, creds, progress)
+    }
+
+    fn pull_cached(
+        &self,
+        url: &str,
+        policy: PullPolicy,
+        creds: &Credentials,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<ImageRecord> {
+        self.images
+            .block_on(self.images.service.pull(url, policy, creds, progress))?
+    }
+
+    /// Cached images.
+    pub fn images(&self, caller: Caller) -> Result<Vec<ImageRecord>> {
+        self.authorize_read(caller, Action::List)?;
+        self.images.service.list()
+    }
+
+    /// One cached image, by reference.
+    pub fn image(&self, caller: Caller, url: &str) -> Result<ImageRecord> {
+        self.authorize_read(caller, Action::Get)?;
+        self.images.service.cached(url)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "image {url} is not in the cache (pull it with `bpfman image pull {url}`)"
+            ))
+        })
+    }
+
+    /// Removes cached images (root only: the cache is shared). Loaded programs keep
+    /// running; they hold their own copy in the kernel.
+    pub fn remove_image(&self, caller: Caller, what: &str) -> Result<Vec<ImageRecord>> {
+        if caller.uid != 0 {
+            return Err(Error::denied(
+                "removing cached images is for root only (the cache is shared by all callers)",
+            ));
+        }
+        self.images.service.remove(what)
+    }
+
+    /// Applies the signature rules of a new config.
+    pub fn reload_images(&self, c: &crate::config::ImagesConfig) -> Result<()> {
+        let p = SignaturePolicy::from_config(&c.signatures)?;
+        self.images.service.set_signature_policy(p);
+        Ok(())
     }
 
     /// Unloads a program: detaches its links, then removes it (and its maps, when it

@@ -133,7 +133,13 @@ impl Caller {
 #[serde(rename_all = "lowercase")]
 pub enum Bytecode {
     File(String),
-    Image { url: String, pull_policy: i32 },
+    Image {
+        url: String,
+        pull_policy: i32,
+        /// The digest the image resolved to when it was loaded (provenance).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+    },
 }
 
 /// One program to load from an object: its function name, kind, and the fentry/fexit target.
@@ -152,6 +158,8 @@ pub struct LoadRequest {
     pub global_data: BTreeMap<String, Vec<u8>>,
     pub metadata: BTreeMap<String, String>,
     pub map_owner_id: Option<u32>,
+    /// Registry credentials for an image (user, password); used once, never stored.
+    pub registry_auth: Option<(String, String)>,
 }
 
 /// A loaded program as bpfman records it. `id` is the kernel's program id.
