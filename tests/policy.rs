@@ -82,7 +82,7 @@ groups = ["bpfmt-team-a"]
 actions = ["load", "attach", "detach", "unload", "list", "get"]
 program_types = ["xdp", "tcx", "tracepoint"]
 file_dirs = ["{bpf_dir}"]
-images = ["registry.example.com/team-a/"]
+images = ["127.0.0.1:1/team-a/"]
 interfaces = ["{iface}"]
 priority = [100, 500]
 max_programs = {team_a_max_programs}
@@ -226,7 +226,7 @@ fn tenants_are_confined_to_their_grants() {
         "file_dirs",
     );
     // Image source: outside the prefix is a policy denial; inside it gets as far as the
-    // daemon's image support.
+    // registry (nothing listens on 127.0.0.1:1).
     e.denied(
         ALICE,
         &[
@@ -245,11 +245,11 @@ fn tenants_are_confined_to_their_grants() {
             "load",
             "image",
             "--image-url",
-            "registry.example.com/team-a/tc:v1",
+            "127.0.0.1:1/team-a/tc:v1",
             "--programs",
             "tcx:tc_count",
         ],
-        "no image support",
+        "cannot reach registry",
     );
     let _p2 = e.load(ALICE, "tcx:tc_drop_icmp");
     e.denied(
@@ -530,4 +530,113 @@ fn two_tenants_share_one_interface_in_the_order_the_policy_intends() {
         seen >= 1 && dropped >= 1 && seen >= dropped,
         "seen {seen}, dropped {dropped}"
     );
+}
+
+/// A rule with `require_signature` admits only images a trusted key verified, even
+/// where the daemon's own signature policy lets unsigned images through.
+#[test]
+fn rule_requiring_signatures_refuses_unsigned_images() {
+    require_root!();
+    if !common::Registry::available() {
+        eprintln!(
+            "SKIP rule_requiring_signatures: docker-registry is not installed (scripts/setup.sh)"
+        );
+        return;
+    }
+    users();
+    let reg = common::Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let local = |args: &[&str]| {
+        let o = Command::new(common::BPFMAN)
+            .args(args)
+            .env("BPFMAN_IMAGE_DIR", work.path())
+            .env("COSIGN_PASSWORD", "pw")
+            .output()
+            .expect("bpfman");
+        assert!(
+            o.status.success(),
+            "bpfman {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let signed = format!("{}/team-a/signed/xdp:v1", reg.addr);
+    let unsigned = format!("{}/team-a/plain/xdp:v1", reg.addr);
+    let key = work.path().join("k");
+    local(&[
+        "image",
+        "generate-key-pair",
+        "--output-key-prefix",
+        key.to_str().unwrap(),
+    ]);
+    for i in [&signed, &unsigned] {
+        local(&["image", "build", "-b", &obj("xdp_test.bpf.o"), "-t", i]);
+        local(&["image", "push", i]);
+    }
+    local(&[
+        "image",
+        "sign",
+        "--key",
+        &format!("{}.key", key.display()),
+        &signed,
+    ]);
+    let pubkey = format!("{}.pub", key.display());
+    // Keep the key where the daemon may read it after the test dir goes.
+    let d = Daemon::start_with_config(&format!(
+        r#"
+[api]
+socket_group = "{TENANTS}"
+
+[images]
+cache_dir = "@DIR@/images"
+[[images.signatures.trusted_keys]]
+prefix = "{}/team-a/signed/"
+key = "{pubkey}"
+
+[[policy.rule]]
+name = "team-a"
+groups = ["bpfmt-team-a"]
+actions = ["load", "list", "get"]
+images = ["{}/team-a/"]
+require_signature = true
+"#,
+        reg.addr, reg.addr
+    ));
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_alice = |args: &[&str]| {
+        Command::new("runuser")
+            .args(["-u", ALICE, "--", "env"])
+            .arg(format!("BPFMAN_SOCKET={}", d.socket.display()))
+            .arg(common::BPFMAN)
+            .args(args)
+            .output()
+            .expect("runuser")
+    };
+    // Root may pull the unsigned image (no key covers it; unsigned is allowed) ...
+    d.json(&["image", "pull", &unsigned]);
+    // ... but alice's rule demands a signature.
+    let o = as_alice(&[
+        "load",
+        "image",
+        "-i",
+        &unsigned,
+        "--programs",
+        "xdp:xdp_count_pass",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("requires signed images"),
+        "{e}"
+    );
+    let o = as_alice(&[
+        "-o",
+        "json",
+        "load",
+        "image",
+        "-i",
+        &signed,
+        "--programs",
+        "xdp:xdp_count_pass",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

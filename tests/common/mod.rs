@@ -62,6 +62,7 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub runtime: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -71,18 +72,35 @@ impl Daemon {
 
     /// Starts a daemon whose config file holds `config` (TOML).
     pub fn start_with_config(config: &str) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// Starts a daemon with `config` and extra environment variables.
+    pub fn start_with(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("bpfman-test-")
             .tempdir()
             .expect("tempdir");
         let socket = dir.path().join("bpfman.sock");
         let runtime = dir.path().join("run");
+        // Each daemon gets its own image cache; `@DIR@` in a config is the test's dir.
+        let mut config = config.replace("@DIR@", &dir.path().display().to_string());
+        if !config.contains("[images]") {
+            config = format!(
+                "{config}\n[images]\ncache_dir = \"{}/images\"\n",
+                dir.path().display()
+            );
+        }
         std::fs::write(dir.path().join("bpfman.toml"), config).expect("writing config");
         let mut d = Daemon {
             dir,
             socket,
             runtime,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -103,6 +121,7 @@ impl Daemon {
             .arg("--config")
             .arg(self.config())
             .env("BPFMAN_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -478,4 +497,155 @@ pub fn has_feature(d: &Daemon, name: &str) -> bool {
 /// Little-endian hex of a u32, for --global.
 pub fn le_hex(v: u32) -> String {
     v.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A real registry (Debian's docker-registry) on 127.0.0.1, optionally behind htpasswd
+/// basic auth. Stopped on drop.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    child: Option<Child>,
+    pub auth: Option<(String, String)>,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+impl Registry {
+    /// Whether the registry binary is installed (scripts/setup.sh installs it).
+    pub fn available() -> bool {
+        Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// With basic auth for `user`:`password` (bcrypt htpasswd, as the registry needs).
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::start_inner(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_inner(auth: Option<(String, String)>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bpfman-registry-")
+            .tempdir()
+            .expect("tempdir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut auth_yaml = String::new();
+        if let Some((u, p)) = &auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .expect("running htpasswd (apache2-utils)");
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).expect("writing htpasswd");
+            auth_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: bpfman-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_yaml}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("writing registry config");
+        let mut r = Registry {
+            dir,
+            addr,
+            child: None,
+            auth,
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("registry did not start: {}", self.log());
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The base64 user:password for --registry-auth.
+    pub fn auth_b64(&self) -> String {
+        let (u, p) = self.auth.clone().expect("registry has no auth");
+        b64(format!("{u}:{p}").as_bytes())
+    }
+
+    /// The path of a blob in the registry's storage (to damage it).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -91,13 +91,9 @@ pub enum ImageCommand {
     /// List the daemon's cached images.
     List,
     /// Show a cached image: programs, maps, digests, signature status.
-    Inspect {
-        image: String,
-    },
+    Inspect { image: String },
     /// Remove cached images by reference or digest (root only).
-    Rm {
-        image: String,
-    },
+    Rm { image: String },
     /// Build a bytecode image from ELF objects into a local OCI layout (no docker needed).
     Build {
         /// The eBPF object for this host's architecture.

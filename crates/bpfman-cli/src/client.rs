@@ -362,10 +362,8 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             let mut req = req;
             // Pull first through the streaming call, so a terminal shows progress; the
             // load then finds the image in the cache.
-            if let Some(v1::bytecode_location::Location::Image(i)) = req
-                .bytecode
-                .as_mut()
-                .and_then(|b| b.location.as_mut())
+            if let Some(v1::bytecode_location::Location::Image(i)) =
+                req.bytecode.as_mut().and_then(|b| b.location.as_mut())
                 && i.image_pull_policy != 2
             {
                 let pulled = crate::image::pull_with_progress(
@@ -530,9 +528,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .into_inner();
             emit(out, &output::link_json(&l), || output::link_detail(&l))
         }
-        Command::Image(cmd) => {
-            crate::image::run(cmd, &socket, out, |o, v, t| emit(o, v, t)).await
-        }
+        Command::Image(cmd) => crate::image::run(cmd, &socket, out, |o, v, t| emit(o, v, t)).await,
         Command::System(SystemCommand::Reconcile) => {
             let mut c = connect(&socket).await?;
             let r = c

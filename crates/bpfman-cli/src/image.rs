@@ -10,7 +10,7 @@ use bpfman::image::builder::{BuildInput, build};
 use bpfman::image::format::Labels;
 use bpfman::image::layout::Layout;
 use bpfman::image::registry::{Credentials, RegistryOptions, parse_reference};
-use bpfman::image::{LoadedKey, SigCheck, sign, push, sign_remote, verify_remote};
+use bpfman::image::{LoadedKey, SigCheck, push, sign, sign_remote, verify_remote};
 use bpfman_api::ext;
 use serde_json::{Value, json};
 
@@ -32,7 +32,10 @@ fn layout_dir(given: Option<PathBuf>) -> PathBuf {
     PathBuf::from(home).join(".local/share/bpfman/images")
 }
 
-fn registry_options(reference: &str, r: &RegistryArgs) -> anyhow::Result<(Credentials, RegistryOptions)> {
+fn registry_options(
+    reference: &str,
+    r: &RegistryArgs,
+) -> anyhow::Result<(Credentials, RegistryOptions)> {
     let creds = match &r.registry_auth {
         Some(a) => Credentials::from_base64(a).map_err(lib)?,
         None => Credentials::default(),
@@ -42,7 +45,12 @@ fn registry_options(reference: &str, r: &RegistryArgs) -> anyhow::Result<(Creden
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")));
     let mut insecure = Vec::new();
     if r.insecure {
-        insecure.push(parse_reference(reference).map_err(lib)?.resolve_registry().to_string());
+        insecure.push(
+            parse_reference(reference)
+                .map_err(lib)?
+                .resolve_registry()
+                .to_string(),
+        );
     }
     Ok((
         creds,
@@ -54,7 +62,9 @@ fn registry_options(reference: &str, r: &RegistryArgs) -> anyhow::Result<(Creden
 }
 
 fn password() -> Vec<u8> {
-    std::env::var("COSIGN_PASSWORD").unwrap_or_default().into_bytes()
+    std::env::var("COSIGN_PASSWORD")
+        .unwrap_or_default()
+        .into_bytes()
 }
 
 pub fn image_json(i: &ext::ImageInfo) -> Value {
@@ -79,7 +89,13 @@ fn image_detail(i: &ext::ImageInfo) -> String {
     let mut s = format!(
         "Reference:        {}\nDigest:           {}\nManifest digest:  {}\nBytecode digest:  {}\n\
          Size:             {} bytes\nSignature:        {}\nPulled at:        {}\nPrograms:\n",
-        i.reference, i.digest, i.manifest_digest, i.bytecode_digest, i.size, i.signature, i.pulled_at
+        i.reference,
+        i.digest,
+        i.manifest_digest,
+        i.bytecode_digest,
+        i.size,
+        i.signature,
+        i.pulled_at
     );
     for (f, t) in i.programs.iter().collect::<BTreeMap<_, _>>() {
         s.push_str(&format!("  {t}:{f}\n"));
@@ -94,7 +110,13 @@ fn image_detail(i: &ext::ImageInfo) -> String {
 fn images_table(images: &[ext::ImageInfo]) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header(vec!["REFERENCE", "DIGEST", "PROGRAMS", "SIGNATURE", "PULLED"]);
+    t.set_header(vec![
+        "REFERENCE",
+        "DIGEST",
+        "PROGRAMS",
+        "SIGNATURE",
+        "PULLED",
+    ]);
     for i in images {
         let progs: Vec<String> = i
             .programs
@@ -282,9 +304,9 @@ pub async fn run(
                 });
             }
             for bf in &bytecode_for {
-                let (arch, file) = bf
-                    .split_once('=')
-                    .ok_or_else(|| anyhow!("malformed --bytecode-for '{bf}': expected ARCH=FILE"))?;
+                let (arch, file) = bf.split_once('=').ok_or_else(|| {
+                    anyhow!("malformed --bytecode-for '{bf}': expected ARCH=FILE")
+                })?;
                 let file = PathBuf::from(file);
                 inputs.push(BuildInput {
                     arch: Some(arch.to_string()),
@@ -334,7 +356,9 @@ pub async fn run(
             let target = to.clone().unwrap_or_else(|| image.clone());
             let (creds, opts) = registry_options(&target, &registry)?;
             let l = Layout::open(&layout_dir(layout)).map_err(lib)?;
-            let digest = push(&l, &image, &target, &creds, &opts).await.map_err(lib)?;
+            let digest = push(&l, &image, &target, &creds, &opts)
+                .await
+                .map_err(lib)?;
             emit(out, &json!({"pushed": target, "digest": digest}), &|| {
                 format!("pushed {target} {digest}")
             })
@@ -383,7 +407,11 @@ pub async fn run(
                 } => emit(
                     out,
                     &json!({"image": image, "digest": digest, "verified": true, "key": origin, "fingerprint": fingerprint}),
-                    &|| format!("verified {image} ({digest}): signed by key {fingerprint} ({origin})"),
+                    &|| {
+                        format!(
+                            "verified {image} ({digest}): signed by key {fingerprint} ({origin})"
+                        )
+                    },
                 ),
                 SigCheck::Unsigned => bail!("{image} ({digest}) has no signatures"),
                 SigCheck::Untrusted { signatures, reason } => bail!(
@@ -397,7 +425,10 @@ pub async fn run(
             let pp = PathBuf::from(format!("{output_key_prefix}.pub"));
             for p in [&kp, &pp] {
                 if p.exists() {
-                    bail!("{} exists; remove it or choose --output-key-prefix", p.display());
+                    bail!(
+                        "{} exists; remove it or choose --output-key-prefix",
+                        p.display()
+                    );
                 }
             }
             {
@@ -415,7 +446,13 @@ pub async fn run(
             emit(
                 out,
                 &json!({"private_key": kp.display().to_string(), "public_key": pp.display().to_string()}),
-                &|| format!("Private key written to {}\nPublic key written to {}", kp.display(), pp.display()),
+                &|| {
+                    format!(
+                        "Private key written to {}\nPublic key written to {}",
+                        kp.display(),
+                        pp.display()
+                    )
+                },
             )
         }
     }

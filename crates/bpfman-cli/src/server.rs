@@ -117,14 +117,12 @@ fn bytecode_to_v1(b: &Bytecode) -> v1::BytecodeLocation {
             Bytecode::File(f) => v1::bytecode_location::Location::File(f.clone()),
             Bytecode::Image {
                 url, pull_policy, ..
-            } => {
-                v1::bytecode_location::Location::Image(v1::BytecodeImage {
-                    url: url.clone(),
-                    image_pull_policy: *pull_policy,
-                    username: None,
-                    password: None,
-                })
-            }
+            } => v1::bytecode_location::Location::Image(v1::BytecodeImage {
+                url: url.clone(),
+                image_pull_policy: *pull_policy,
+                username: None,
+                password: None,
+            }),
         }),
     }
 }
@@ -634,8 +632,9 @@ impl BpfmanExt for Service {
         }))
     }
 
-    type PullImageStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ext::PullImageEvent, Status>> + Send>>;
+    type PullImageStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ext::PullImageEvent, Status>> + Send>,
+    >;
 
     async fn pull_image(
         &self,

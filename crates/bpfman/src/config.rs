@@ -32,7 +32,8 @@ pub struct ImagesConfig {
     /// The image cache (an OCI image layout). Survives reboots.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
-    /// The largest image (manifest's config + bytecode layer) accepted, in bytes.
+    /// The largest image (config + compressed bytecode layer) accepted, in bytes; the
+    /// bytecode may be at most 8 times this once decompressed.
     #[serde(default = "default_max_image_size")]
     pub max_image_size: u64,
     /// Registries (host[:port]) reached over plain HTTP. Loopback ones always are.

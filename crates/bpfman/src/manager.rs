@@ -174,6 +174,20 @@ fn read_bytecode(bytecode: &Bytecode) -> Result<Vec<u8>> {
     }
 }
 
+/// A rule with `require_signature` admits only images a trusted key verified.
+fn require_signed(d: &Decision, rec: &ImageRecord) -> Result<()> {
+    if d.require_signature && rec.signer.is_none() {
+        return Err(Error::denied(format!(
+            "policy rule '{}' requires signed images, and {} is not verified by a trusted \
+             key ({}); sign it and configure its key in [[images.signatures.trusted_keys]]",
+            d.rule.as_deref().unwrap_or("?"),
+            rec.reference,
+            rec.signature
+        )));
+    }
+    Ok(())
+}
+
 fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32)]) -> Result<()> {
     if h.iface.is_empty() {
         return Err(Error::invalid(format!(
@@ -380,7 +394,7 @@ impl Manager {
             .iter()
             .map(|p| format!("{}:{}", p.kind, p.name))
             .collect();
-        self.authorize(
+        let decision = self.authorize(
             caller,
             &Request::Load {
                 bytecode: &bytecode,
@@ -400,9 +414,16 @@ impl Manager {
                     username: req.registry_auth.as_ref().map(|a| a.0.clone()),
                     password: req.registry_auth.as_ref().map(|a| a.1.clone()),
                 };
-                let rec = self.pull_cached(url, PullPolicy::from_i32(*pull_policy)?, &creds, &mut |_| {})?;
+                let rec = self.pull_cached(
+                    url,
+                    PullPolicy::from_i32(*pull_policy)?,
+                    &creds,
+                    &mut |_| {},
+                )?;
+                require_signed(&decision, &rec)?;
                 for p in &req.programs {
-                    if !rec.labels.programs.is_empty() && !rec.labels.programs.contains_key(&p.name) {
+                    if !rec.labels.programs.is_empty() && !rec.labels.programs.contains_key(&p.name)
+                    {
                         return Err(Error::invalid(format!(
                             "image {} has no program '{}' (it has: {})",
                             rec.reference,
@@ -513,8 +534,14 @@ impl Manager {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<ImageRecord> {
         let (_, name) = ImageService::normalise(url)?;
-        self.authorize(caller, &Request::Pull { image: &name }, &format!("pull {name}"))?;
-        self.pull_cached(&name, policy, creds, progress)
+        let d = self.authorize(
+            caller,
+            &Request::Pull { image: &name },
+            &format!("pull {name}"),
+        )?;
+        let rec = self.pull_cached(&name, policy, creds, progress)?;
+        require_signed(&d, &rec)?;
+        Ok(rec)
     }
 
     fn pull_cached(

@@ -188,6 +188,8 @@ pub struct Decision {
     pub allowed: bool,
     pub rule: Option<String>,
     pub reason: String,
+    /// The deciding rule demands images signed by a trusted key.
+    pub require_signature: bool,
 }
 
 /// Simple glob: `*` any run, `?` one character.
@@ -250,7 +252,10 @@ impl Rule {
     /// Checks the rule's restrictions; Err names the one that fails.
     fn check(&self, req: &Request<'_>) -> Result<(), String> {
         let action = req.action();
-        if !self.actions.contains(&action) {
+        // Loading from an image pulls it: a rule that grants load grants pulling the
+        // images it allows (its `images` prefixes still apply).
+        let implied = action == Action::Pull && self.actions.contains(&Action::Load);
+        if !self.actions.contains(&action) && !implied {
             return Err(format!("it does not grant '{}'", action.as_str()));
         }
         let kind_ok = |k: ProgramKind| -> Result<(), String> {
@@ -428,6 +433,7 @@ impl Policy {
                 allowed: true,
                 rule: Some("root".into()),
                 reason: "root is admin".into(),
+                require_signature: false,
             };
         }
         let mut reasons = Vec::new();
@@ -438,6 +444,7 @@ impl Policy {
                         allowed: true,
                         rule: Some(r.name.clone()),
                         reason: format!("rule '{}' allows it", r.name),
+                        require_signature: r.require_signature,
                     };
                 }
                 Err(why) => reasons.push((r.name.clone(), why)),
@@ -447,11 +454,13 @@ impl Policy {
         match reasons.first() {
             None => Decision {
                 allowed: false,
+                require_signature: false,
                 rule: None,
                 reason: format!("'{action}' denied: no policy rule names {}", who.describe()),
             },
             Some((rule, _)) => Decision {
                 allowed: false,
+                require_signature: false,
                 rule: Some(rule.clone()),
                 reason: format!(
                     "'{action}' denied for {}: {}",

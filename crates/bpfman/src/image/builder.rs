@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::image::format::{
-    self, Descriptor, Index, Labels, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
-    OCI_MANIFEST, Platform, check_labels_against_elf, inspect_elf, labels_to_map,
+    self, Descriptor, Index, Labels, Manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
+    Platform, check_labels_against_elf, inspect_elf, labels_to_map,
 };
 use crate::image::layout::Layout;
 
@@ -29,7 +29,11 @@ pub struct Built {
     pub platforms: Vec<String>,
 }
 
-fn build_one(layout: &Layout, input: &BuildInput, labels: Option<&Labels>) -> Result<(Descriptor, Labels)> {
+fn build_one(
+    layout: &Layout,
+    input: &BuildInput,
+    labels: Option<&Labels>,
+) -> Result<(Descriptor, Labels)> {
     let what = format!("bytecode {}", input.file_name);
     // An image for another architecture may hold big-endian bytecode: only check the
     // ELF fully when it is for this host.
@@ -55,7 +59,10 @@ fn build_one(layout: &Layout, input: &BuildInput, labels: Option<&Labels>) -> Re
              fentry, fexit sections)"
         )));
     }
-    let arch = input.arch.clone().unwrap_or_else(|| format::host_arch().to_string());
+    let arch = input
+        .arch
+        .clone()
+        .unwrap_or_else(|| format::host_arch().to_string());
     let (layer, tar) = format::make_layer_with_tar(&input.file_name, &input.bytes)?;
     let diff_id = format::sha256_digest(&tar);
     let config = serde_json::json!({
@@ -89,18 +96,30 @@ fn build_one(layout: &Layout, input: &BuildInput, labels: Option<&Labels>) -> Re
 }
 
 /// Builds the image and names it `tag` in `layout`.
-pub fn build(layout: &Layout, tag: &str, inputs: &[BuildInput], labels: Option<&Labels>) -> Result<Built> {
+pub fn build(
+    layout: &Layout,
+    tag: &str,
+    inputs: &[BuildInput],
+    labels: Option<&Labels>,
+) -> Result<Built> {
     crate::image::registry::parse_reference(tag)?;
     if inputs.is_empty() {
-        return Err(Error::invalid("image build needs --bytecode FILE or --bytecode-for ARCH=FILE"));
+        return Err(Error::invalid(
+            "image build needs --bytecode FILE or --bytecode-for ARCH=FILE",
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut descs = Vec::new();
     let mut first_labels = None;
     for i in inputs {
-        let arch = i.arch.clone().unwrap_or_else(|| format::host_arch().to_string());
+        let arch = i
+            .arch
+            .clone()
+            .unwrap_or_else(|| format::host_arch().to_string());
         if !seen.insert(arch.clone()) {
-            return Err(Error::invalid(format!("architecture {arch} is given twice")));
+            return Err(Error::invalid(format!(
+                "architecture {arch} is given twice"
+            )));
         }
         let (d, l) = build_one(layout, i, labels)?;
         first_labels.get_or_insert(l);
@@ -130,7 +149,11 @@ pub fn build(layout: &Layout, tag: &str, inputs: &[BuildInput], labels: Option<&
         labels: first_labels.unwrap_or_default(),
         platforms: descs
             .iter()
-            .filter_map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+            .filter_map(|d| {
+                d.platform
+                    .as_ref()
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+            })
             .collect(),
     })
 }

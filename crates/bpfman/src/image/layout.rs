@@ -95,7 +95,11 @@ impl Layout {
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self.root.join("blobs").join("sha256").join(digest_hex(digest)?))
+        Ok(self
+            .root
+            .join("blobs")
+            .join("sha256")
+            .join(digest_hex(digest)?))
     }
 
     pub fn has_blob(&self, digest: &str) -> bool {
@@ -173,7 +177,8 @@ impl Layout {
         index
             .manifests
             .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
-        desc.annotations.insert(REF_NAME.to_string(), name.to_string());
+        desc.annotations
+            .insert(REF_NAME.to_string(), name.to_string());
         index.manifests.push(desc);
         self.write_index(&index)
     }
@@ -209,7 +214,9 @@ impl Layout {
             if !live.insert(dg.clone()) {
                 continue;
             }
-            let Ok(raw) = self.get_blob(&dg) else { continue };
+            let Ok(raw) = self.get_blob(&dg) else {
+                continue;
+            };
             if let Ok(m) = parse_manifest(&raw, "blob") {
                 match m {
                     ManifestKind::Image(m) => {
@@ -245,20 +252,27 @@ mod tests {
         let dir = tempfile::tempdir().ok();
         let Some(dir) = dir else { return };
         let l = Layout::open(dir.path()).ok();
-        let Some(l) = l else {
-            panic!("open failed")
-        };
+        let Some(l) = l else { panic!("open failed") };
         let d = l.put_blob(b"hello", None).unwrap_or_default();
-        assert!(l.put_blob(b"hello", Some(&sha256_digest(b"other"))).is_err());
+        assert!(
+            l.put_blob(b"hello", Some(&sha256_digest(b"other")))
+                .is_err()
+        );
         assert_eq!(l.get_blob(&d).ok().as_deref(), Some(&b"hello"[..]));
         // Corrupt the blob on disk: reading it says so.
         let p = l.blob_path(&d).unwrap_or_default();
         let _ = fs::write(&p, b"HELLO");
-        let e = l.get_blob(&d).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = l
+            .get_blob(&d)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("corrupt"), "{e}");
         let lock = l.lock().ok();
         let Some(lock) = lock else { panic!("lock") };
-        let m = l.put_blob(br#"{"schemaVersion":2}"#, None).unwrap_or_default();
+        let m = l
+            .put_blob(br#"{"schemaVersion":2}"#, None)
+            .unwrap_or_default();
         let desc = Descriptor {
             digest: m.clone(),
             ..Descriptor::of(OCI_MANIFEST, br#"{"schemaVersion":2}"#)

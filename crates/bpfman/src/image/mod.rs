@@ -113,7 +113,10 @@ impl ImageRecord {
                     .and_then(|s| serde_json::from_str(s).ok())
                     .unwrap_or_default(),
             },
-            size: a.get(ANN_SIZE).and_then(|s| s.parse().ok()).unwrap_or(d.size),
+            size: a
+                .get(ANN_SIZE)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(d.size),
             signature: a.get(ANN_SIGNATURE).cloned().unwrap_or_default(),
             signer: a.get(ANN_SIGNER).cloned(),
             pulled_at: a.get(ANN_PULLED).cloned().unwrap_or_default(),
@@ -154,7 +157,9 @@ impl SignaturePolicy {
         for k in &c.trusted_keys {
             let origin = k.key.display().to_string();
             let pem = std::fs::read_to_string(&k.key).map_err(|e| {
-                Error::invalid(format!("images.signatures: reading trusted key {origin}: {e}"))
+                Error::invalid(format!(
+                    "images.signatures: reading trusted key {origin}: {e}"
+                ))
             })?;
             let key = sign::parse_public_key(&pem, &origin)?;
             keys.push(LoadedKey {
@@ -172,7 +177,10 @@ impl SignaturePolicy {
     }
 
     fn keys_for(&self, reference: &str) -> Vec<&LoadedKey> {
-        self.keys.iter().filter(|k| reference.starts_with(&k.prefix)).collect()
+        self.keys
+            .iter()
+            .filter(|k| reference.starts_with(&k.prefix))
+            .collect()
     }
 
     /// Whether a cached image's recorded signer satisfies the policy now.
@@ -228,18 +236,31 @@ pub async fn check_signatures(
         Err(e) => return Err(e.context("fetching the image's signatures")),
     };
     let ManifestKind::Image(m) = parse_manifest(&raw, "signature manifest")? else {
-        return Err(Error::invalid("the signature tag holds an index, not a manifest"));
+        return Err(Error::invalid(
+            "the signature tag holds an index, not a manifest",
+        ));
     };
     let repository = format!("{}/{}", reference.registry(), reference.repository());
     let mut count = 0;
     let mut reason = String::from("no simple-signing layers");
-    for layer in m.layers.iter().filter(|l| l.media_type == sign::SIMPLE_SIGNING) {
+    for layer in m
+        .layers
+        .iter()
+        .filter(|l| l.media_type == sign::SIMPLE_SIGNING)
+    {
         let Some(sig) = layer.annotations.get(sign::SIGNATURE_ANNOTATION) else {
             continue;
         };
         count += 1;
-        let payload = registry::fetch_blob(client, &sig_ref, layer, 1 << 20, "signature payload", &mut |_, _| {})
-            .await?;
+        let payload = registry::fetch_blob(
+            client,
+            &sig_ref,
+            layer,
+            1 << 20,
+            "signature payload",
+            &mut |_, _| {},
+        )
+        .await?;
         for k in keys {
             match sign::verify_one(&k.key, &payload, sig, &repository, digest) {
                 Ok(()) => {
@@ -276,7 +297,8 @@ fn now() -> String {
 
 impl ImageService {
     pub fn open(c: &ImagesConfig) -> Result<Self> {
-        let layout = Layout::open(&c.cache_dir).map_err(|e| e.context("opening the image cache"))?;
+        let layout =
+            Layout::open(&c.cache_dir).map_err(|e| e.context("opening the image cache"))?;
         Ok(Self {
             layout,
             opts: RegistryOptions {
@@ -347,8 +369,12 @@ impl ImageService {
                 Some(&r.reference) == by_ref.as_ref()
                     || r.reference == what
                     || (what.len() >= 7
-                        && (r.digest.trim_start_matches("sha256:").starts_with(what.trim_start_matches("sha256:"))
-                            || r.manifest_digest.trim_start_matches("sha256:")
+                        && (r
+                            .digest
+                            .trim_start_matches("sha256:")
+                            .starts_with(what.trim_start_matches("sha256:"))
+                            || r.manifest_digest
+                                .trim_start_matches("sha256:")
                                 .starts_with(what.trim_start_matches("sha256:"))))
             })
             .collect();
@@ -365,7 +391,10 @@ impl ImageService {
                 .unwrap_or(false)
         })?;
         self.layout.gc(&lock)?;
-        Ok(gone.iter().filter_map(ImageRecord::from_descriptor).collect())
+        Ok(gone
+            .iter()
+            .filter_map(ImageRecord::from_descriptor)
+            .collect())
     }
 
     /// The verified bytecode of a cached image.
@@ -399,7 +428,8 @@ impl ImageService {
             if policy != PullPolicy::Always || fresh {
                 sig_policy.admits_cached(&name, rec.signer.as_deref())?;
                 // Checked against its digest on every use.
-                self.bytecode(&rec).map_err(|e| e.context(format!("cached image {name}")))?;
+                self.bytecode(&rec)
+                    .map_err(|e| e.context(format!("cached image {name}")))?;
                 progress(Progress {
                     phase: "cached",
                     done: rec.size,
@@ -413,7 +443,9 @@ impl ImageService {
                  (bpfman image pull {name}) or use IfNotPresent"
             )));
         }
-        let rec = self.fetch(&reference, &name, creds, &sig_policy, progress).await?;
+        let rec = self
+            .fetch(&reference, &name, creds, &sig_policy, progress)
+            .await?;
         *last_pull = Some(Instant::now());
         Ok(rec)
     }
@@ -427,6 +459,13 @@ impl ImageService {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<ImageRecord> {
         let what = format!("pulling {name}");
+        // Test hook: widen the window in which concurrent pulls must share one fetch.
+        if let Some(ms) = std::env::var("BPFMAN_TEST_PULL_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let client = registry::client_for(reference, &self.opts)?;
         let auth = registry::resolve_auth(reference, creds, &self.opts)?;
         progress(Progress {
@@ -476,7 +515,10 @@ impl ImageService {
                      a [[images.signatures.trusted_keys]] whose prefix matches it"
                 )));
             }
-            ("not checked (no trusted key covers this image)".to_string(), None)
+            (
+                "not checked (no trusted key covers this image)".to_string(),
+                None,
+            )
         } else {
             progress(Progress {
                 phase: "signature",
@@ -557,7 +599,13 @@ impl ImageService {
             },
         )
         .await?;
-        let elf = format::extract_bytecode(&layer_raw, &layer.media_type, self.max_size, &what)?;
+        // Decompressed, the bytecode may be 8x the image limit (a gzip-bomb guard).
+        let elf = format::extract_bytecode(
+            &layer_raw,
+            &layer.media_type,
+            self.max_size.saturating_mul(8),
+            &what,
+        )?;
         let info = inspect_elf(&elf, &format!("{what}: the first file of the first layer"))?;
         check_labels_against_elf(&labels, &info, &what)?;
         // The labels as bpfman reports them: the image's, else what the ELF holds.
@@ -579,7 +627,8 @@ impl ImageService {
         for (raw, digest) in &blobs {
             self.layout.put_blob(raw, Some(digest))?;
         }
-        self.layout.put_blob(&config_raw, Some(&manifest.config.digest))?;
+        self.layout
+            .put_blob(&config_raw, Some(&manifest.config.digest))?;
         self.layout.put_blob(&layer_raw, Some(&layer.digest))?;
         let elf_digest = self.layout.put_blob(&elf, None)?;
         let mut desc = Descriptor {
@@ -650,7 +699,8 @@ pub async fn push(
                     Box::pin(push_manifest_tree(layout, client, target, auth, child)).await?;
                     let raw = layout.get_blob(&child.digest)?;
                     let by_digest = target.clone_with_digest(child.digest.clone());
-                    registry::push_manifest(client, &by_digest, auth, raw, &child.media_type).await?;
+                    registry::push_manifest(client, &by_digest, auth, raw, &child.media_type)
+                        .await?;
                 }
             }
         }

@@ -36,7 +36,10 @@ pub fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
-        registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry)
+        registry
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(registry)
     };
     host == "localhost"
         || host == "::1"
@@ -73,12 +76,14 @@ impl Credentials {
     pub fn from_base64(b64: &str) -> Result<Self> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|_| Error::invalid("--registry-auth is not base64; give base64 of USER:PASSWORD"))?;
+            .map_err(|_| {
+                Error::invalid("--registry-auth is not base64; give base64 of USER:PASSWORD")
+            })?;
         let s = String::from_utf8(raw)
             .map_err(|_| Error::invalid("--registry-auth does not decode to text USER:PASSWORD"))?;
-        let (u, p) = s
-            .split_once(':')
-            .ok_or_else(|| Error::invalid("--registry-auth must be base64 of USER:PASSWORD (no ':' found)"))?;
+        let (u, p) = s.split_once(':').ok_or_else(|| {
+            Error::invalid("--registry-auth must be base64 of USER:PASSWORD (no ':' found)")
+        })?;
         Ok(Self {
             username: Some(u.to_string()),
             password: Some(p.to_string()),
@@ -101,7 +106,8 @@ pub fn client_for(reference: &Reference, opts: &RegistryOptions) -> Result<Clien
         platform_resolver: None,
         ..Default::default()
     };
-    Client::try_from(config).map_err(|e| Error::internal(format!("creating a registry client: {e}")))
+    Client::try_from(config)
+        .map_err(|e| Error::internal(format!("creating a registry client: {e}")))
 }
 
 /// Reads credentials for `registry` from a docker config.json.
@@ -117,7 +123,10 @@ fn auth_from_file(path: &Path, registry: &str) -> Result<Option<RegistryAuth>> {
         }
     };
     let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-        Error::invalid(format!("registry credentials {} are not JSON: {e}", path.display()))
+        Error::invalid(format!(
+            "registry credentials {} are not JSON: {e}",
+            path.display()
+        ))
     })?;
     let Some(entry) = v.get("auths").and_then(|a| {
         a.get(registry)
@@ -127,9 +136,8 @@ fn auth_from_file(path: &Path, registry: &str) -> Result<Option<RegistryAuth>> {
         return Ok(None);
     };
     if let Some(b64) = entry.get("auth").and_then(|a| a.as_str()) {
-        let c = Credentials::from_base64(b64).map_err(|e| {
-            e.context(format!("the auth of {registry} in {}", path.display()))
-        })?;
+        let c = Credentials::from_base64(b64)
+            .map_err(|e| e.context(format!("the auth of {registry} in {}", path.display())))?;
         return Ok(Some(RegistryAuth::Basic(
             c.username.unwrap_or_default(),
             c.password.unwrap_or_default(),
@@ -148,9 +156,16 @@ fn auth_from_file(path: &Path, registry: &str) -> Result<Option<RegistryAuth>> {
 }
 
 /// The caller's credentials, else the configured file's, else anonymous.
-pub fn resolve_auth(reference: &Reference, creds: &Credentials, opts: &RegistryOptions) -> Result<RegistryAuth> {
+pub fn resolve_auth(
+    reference: &Reference,
+    creds: &Credentials,
+    opts: &RegistryOptions,
+) -> Result<RegistryAuth> {
     if let Some(u) = &creds.username {
-        return Ok(RegistryAuth::Basic(u.clone(), creds.password.clone().unwrap_or_default()));
+        return Ok(RegistryAuth::Basic(
+            u.clone(),
+            creds.password.clone().unwrap_or_default(),
+        ));
     }
     if let Some(p) = &opts.auth_file
         && let Some(a) = auth_from_file(p, reference.resolve_registry())?
@@ -205,7 +220,11 @@ pub fn map_err(e: OciDistributionError, what: &str, reference: &Reference) -> Er
             reference.whole()
         )),
         OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}", e.code))
+                .collect();
             let text: Vec<String> = envelope.errors.iter().map(|e| e.message.clone()).collect();
             let joined = codes.join(",").to_uppercase();
             if joined.contains("UNKNOWN") {
@@ -301,6 +320,12 @@ pub async fn fetch_blob(
     progress(0, desc.size);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
+            if e.to_string().to_lowercase().contains("digest") {
+                return Error::invalid(format!(
+                    "{what}: blob {} does not match its digest ({e}); nothing was stored",
+                    desc.digest
+                ));
+            }
             Error::new(
                 ErrorKind::FailedPrecondition,
                 format!(

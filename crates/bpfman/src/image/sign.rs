@@ -13,17 +13,21 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use crypto_secretbox::aead::{Aead, KeyInit};
 use crypto_secretbox::XSalsa20Poly1305;
+use crypto_secretbox::aead::{Aead, KeyInit};
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::image::format::{Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST, digest_hex, sha256_digest};
+use crate::image::format::{
+    Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST, digest_hex, sha256_digest,
+};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -85,8 +89,10 @@ struct Encrypted {
 }
 
 fn secretbox_key(password: &[u8], salt: &[u8], n: u64, r: u32, p: u32) -> Result<[u8; 32]> {
-    if !n.is_power_of_two() || n < 2 || n > (1 << 22) {
-        return Err(Error::invalid(format!("scrypt N={n} is not a supported power of two")));
+    if !n.is_power_of_two() || !(2..=(1 << 22)).contains(&n) {
+        return Err(Error::invalid(format!(
+            "scrypt N={n} is not a supported power of two"
+        )));
     }
     let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p, 32)
         .map_err(|e| Error::invalid(format!("scrypt parameters: {e}")))?;
@@ -98,9 +104,8 @@ fn secretbox_key(password: &[u8], salt: &[u8], n: u64, r: u32, p: u32) -> Result
 
 /// Reads a private key: cosign's encrypted PEM (with `password`), or PKCS#8 / SEC1 PEM.
 pub fn parse_private_key(pem: &str, password: &[u8], origin: &str) -> Result<SigningKey> {
-    let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes()).map_err(|e| {
-        Error::invalid(format!("{origin} is not a PEM private key: {e}"))
-    })?;
+    let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes())
+        .map_err(|e| Error::invalid(format!("{origin} is not a PEM private key: {e}")))?;
     match label {
         PEM_SIGSTORE | PEM_COSIGN => {
             let enc: Encrypted = serde_json::from_slice(&der).map_err(|e| {
@@ -112,13 +117,27 @@ pub fn parse_private_key(pem: &str, password: &[u8], origin: &str) -> Result<Sig
                     enc.kdf.name, enc.cipher.name
                 )));
             }
-            let salt = B64.decode(&enc.kdf.salt).map_err(|_| Error::invalid(format!("{origin}: bad salt")))?;
-            let nonce = B64.decode(&enc.cipher.nonce).map_err(|_| Error::invalid(format!("{origin}: bad nonce")))?;
-            let ct = B64.decode(&enc.ciphertext).map_err(|_| Error::invalid(format!("{origin}: bad ciphertext")))?;
+            let salt = B64
+                .decode(&enc.kdf.salt)
+                .map_err(|_| Error::invalid(format!("{origin}: bad salt")))?;
+            let nonce = B64
+                .decode(&enc.cipher.nonce)
+                .map_err(|_| Error::invalid(format!("{origin}: bad nonce")))?;
+            let ct = B64
+                .decode(&enc.ciphertext)
+                .map_err(|_| Error::invalid(format!("{origin}: bad ciphertext")))?;
             if nonce.len() != 24 {
-                return Err(Error::invalid(format!("{origin}: the nonce is not 24 bytes")));
+                return Err(Error::invalid(format!(
+                    "{origin}: the nonce is not 24 bytes"
+                )));
             }
-            let key = secretbox_key(password, &salt, enc.kdf.params.n, enc.kdf.params.r, enc.kdf.params.p)?;
+            let key = secretbox_key(
+                password,
+                &salt,
+                enc.kdf.params.n,
+                enc.kdf.params.r,
+                enc.kdf.params.p,
+            )?;
             let plain = XSalsa20Poly1305::new(&key.into())
                 .decrypt(nonce.as_slice().into(), ct.as_slice())
                 .map_err(|_| {
@@ -127,7 +146,9 @@ pub fn parse_private_key(pem: &str, password: &[u8], origin: &str) -> Result<Sig
                     ))
                 })?;
             SigningKey::from_pkcs8_der(&plain).map_err(|e| {
-                Error::invalid(format!("{origin}: the decrypted key is not an ECDSA P-256 key: {e}"))
+                Error::invalid(format!(
+                    "{origin}: the decrypted key is not an ECDSA P-256 key: {e}"
+                ))
             })
         }
         "PRIVATE KEY" => SigningKey::from_pkcs8_der(&der)
@@ -234,7 +255,9 @@ pub fn verify_one(
             crit["type"]
         )));
     }
-    let signed_digest = crit["image"]["docker-manifest-digest"].as_str().unwrap_or("");
+    let signed_digest = crit["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or("");
     if signed_digest != digest {
         return Err(Error::denied(format!(
             "the signature is for manifest {signed_digest}, not {digest}"
@@ -300,8 +323,12 @@ mod tests {
         let (private, public) = generate_key_pair(b"pw").unwrap_or_default();
         assert!(private.contains(PEM_SIGSTORE));
         let sk = parse_private_key(&private, b"pw", "k").ok();
-        let Some(sk) = sk else { panic!("key did not decrypt") };
-        let e = parse_private_key(&private, b"wrong", "k").err().map(|e| e.to_string());
+        let Some(sk) = sk else {
+            panic!("key did not decrypt")
+        };
+        let e = parse_private_key(&private, b"wrong", "k")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("wrong password"));
         let pk = parse_public_key(&public, "p").ok();
         let Some(pk) = pk else { panic!("public key") };
@@ -317,7 +344,9 @@ mod tests {
         assert!(verify_one(&pk, &bad, &s, "127.0.0.1:5000/a/b", &digest).is_err());
         let (_, other) = generate_key_pair(b"pw").unwrap_or_default();
         let other = parse_public_key(&other, "o").ok();
-        let Some(other) = other else { panic!("other key") };
+        let Some(other) = other else {
+            panic!("other key")
+        };
         assert!(verify_one(&other, &p, &s, "127.0.0.1:5000/a/b", &digest).is_err());
         assert_ne!(fingerprint(&pk), fingerprint(&other));
     }
@@ -348,7 +377,11 @@ JHNy+eX6EMePtDm8CnDF9HSwnTlD0itGJ/XHPQA5YX10fJAqI1y+ehlFMw==
         let (Ok(sk), Ok(pk)) = (sk, pk) else {
             panic!("cosign's key pair did not parse")
         };
-        assert_eq!(sk.verifying_key(), &pk, "decrypted key is not the public key's pair");
+        assert_eq!(
+            sk.verifying_key(),
+            &pk,
+            "decrypted key is not the public key's pair"
+        );
         let blob = b"This is some content to be signed!\n";
         let sig = "MEUCIQCGA/lSu5qCJgNNvgMaTKJ9rj6vQMecUDaQo3ukaiAfUgIgWoxXRoDKLY9naN7YgxokM7r2fwnyYk3M2WKJJO1g6yo=";
         assert!(verify_bytes(&pk, blob, sig).is_ok());
