@@ -41,10 +41,16 @@ pub struct BenchDaemon {
 impl BenchDaemon {
     /// Starts the daemon on a private runtime dir and waits until it answers.
     pub fn start(veth: &'static str) -> Self {
+        Self::start_with_config(veth, "")
+    }
+
+    /// Like `start`, with a config file; `@DIR@` in it is the daemon's private dir.
+    pub fn start_with_config(veth: &'static str, config: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("bpfman.sock");
         let cfg = dir.path().join("bpfman.toml");
-        std::fs::write(&cfg, "").expect("config");
+        let config = config.replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(&cfg, config).expect("config");
         let child = Command::new(BPFMAN)
             .arg("daemon")
             .arg("--runtime-dir")
