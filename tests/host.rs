@@ -1039,3 +1039,196 @@ fn xdp_dispatcher_chains_programs_in_order() {
         "dispatcher state left behind"
     );
 }
+
+/// Several TC programs on one hook through the TC dispatcher on a kernel without TCX
+/// (classic clsact filter, program replaced in place): order by priority, proceed-on
+/// with TC codes, the middle detach, a restart, no lost packets, and the 11th program
+/// refused. Runs fully where the kernel has freplace and lacks TCX (the VM's 6.1);
+/// where TCX exists tc programs go through TCX instead (tests above).
+#[test]
+fn tc_dispatcher_chains_programs_in_order() {
+    require_root!();
+    let mut d = Daemon::start();
+    if has_feature(&d, "tcx") {
+        eprintln!(
+            "SKIP tc dispatcher chains: this kernel has TCX, so tc programs share hooks through \
+             TCX (tcx_programs_run_in_priority_order); scripts/vm-test.sh runs the classic-TC \
+             dispatcher on a kernel without it"
+        );
+        return;
+    }
+    let ns = Netns::new();
+    let load = |d: &Daemon, ret: &str| {
+        d.load_one(&[
+            "--path",
+            &obj("tc_test.bpf.o"),
+            "--programs",
+            "tc:tc_chain",
+            "-g",
+            &format!("ret_code={ret}"),
+        ])
+    };
+    const OK: &str = "00000000";
+    const SHOT: &str = "02000000";
+    let attach = |d: &Daemon, id: u32, prio: &str, extra: &[&str]| {
+        let mut args = vec![
+            id.to_string(),
+            "tc".into(),
+            "-d".into(),
+            "ingress".into(),
+            "-i".into(),
+            ns.host_if.clone(),
+            "-p".into(),
+            prio.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        d.attach(&args)
+    };
+    let a = load(&d, OK);
+    let b = load(&d, SHOT);
+    let c = load(&d, OK);
+    if !has_feature(&d, "freplace") {
+        attach(&d, a, "10", &[]);
+        assert!(ns.ping(), "a lone passing tc program dropped ping");
+        let err = d.fails(&[
+            "attach",
+            &b.to_string(),
+            "tc",
+            "-d",
+            "ingress",
+            "-i",
+            &ns.host_if,
+            "-p",
+            "20",
+        ]);
+        assert!(err.contains("'freplace'"), "{err}");
+        eprintln!("SKIP tc dispatcher chains: no freplace here; scripts/vm-test.sh runs it");
+        return;
+    }
+    let hits = |d: &Daemon, id: u32| d.map_u64(id, "chain_hits");
+    let lc = attach(&d, c, "30", &[]);
+    // A lone program runs directly as the clsact filter.
+    assert_eq!(
+        d.json(&["get", "link", &lc.to_string()])["dispatcher_revision"],
+        0
+    );
+    assert!(ns.ping(), "a lone passing tc program dropped ping");
+    assert!(hits(&d, c) >= 1, "the lone tc program did not run");
+    let la = attach(&d, a, "10", &[]);
+    assert!(ns.ping(), "two passing programs dropped ping");
+    let lb = attach(&d, b, "20", &[]);
+    let links = d.json(&["list", "links"]);
+    let get = |l: u32| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["link_id"] == l)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(get(la)["position"], 0);
+    assert_eq!(get(lb)["position"], 1);
+    assert_eq!(get(lc)["position"], 2);
+    assert!(get(lb)["dispatcher_revision"].as_u64().unwrap() >= 3);
+    // B returns shot, not in its proceed-on (default ok, pipe, dispatcher_return): the
+    // chain stops at B and the packet is dropped.
+    let (a0, b0, c0) = (hits(&d, a), hits(&d, b), hits(&d, c));
+    assert!(!ns.ping(), "B should have dropped ICMP");
+    let (a1, b1, c1) = (hits(&d, a), hits(&d, b), hits(&d, c));
+    assert!(
+        a1 > a0 && b1 > b0,
+        "A and B must have run: {a0}->{a1}, {b0}->{b1}"
+    );
+    assert_eq!(c1, c0, "C ran after B's shot");
+    // Detach the middle: A and C run on, ping passes.
+    d.json(&["detach", &lb.to_string()]);
+    assert!(ns.ping());
+    assert!(
+        hits(&d, c) > c1,
+        "C stopped running after the middle detach"
+    );
+    // B with shot in its proceed-on: the chain goes on to C, whose ok wins.
+    let lb2 = attach(&d, b, "20", &["--proceed-on", "ok", "shot"]);
+    let (a2, b2, c2) = (hits(&d, a), hits(&d, b), hits(&d, c));
+    assert!(ns.ping(), "C's ok should win after B's proceed-on shot");
+    assert!(hits(&d, a) > a2 && hits(&d, b) > b2 && hits(&d, c) > c2);
+    // Restart with the dispatcher in place, then another attach.
+    d.kill();
+    assert!(ns.ping(), "the tc dispatcher stopped when the daemon died");
+    d.spawn();
+    let e = load(&d, OK);
+    let le = attach(&d, e, "40", &[]);
+    assert_eq!(d.json(&["list", "links"]).as_array().unwrap().len(), 4);
+    assert!(ns.ping());
+    assert!(hits(&d, e) >= 1);
+    // Ping through attaches and detaches loses no packet.
+    let pinger = {
+        let name = ns.name.clone();
+        let ip = ns.host_ip.clone();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "ping", "-c", "60", "-i", "0.05", "-W", "1", &ip,
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    d.json(&["detach", &lb2.to_string()]);
+    let lb3 = attach(&d, b, "25", &["--proceed-on", "ok", "shot"]);
+    d.json(&["detach", &le.to_string()]);
+    d.json(&["detach", &lb3.to_string()]);
+    let out = pinger.join().unwrap();
+    assert!(
+        out.contains(" 0% packet loss"),
+        "packets lost during rebuilds: {out}"
+    );
+    // Ten programs fill the dispatcher; the 11th is refused with a clear error.
+    let mut more = Vec::new();
+    for i in 0..8 {
+        let id = load(&d, OK);
+        more.push(attach(&d, id, &(100 + i).to_string(), &[]));
+    }
+    assert_eq!(d.json(&["list", "links"]).as_array().unwrap().len(), 10);
+    let eleventh = load(&d, OK);
+    let err = d.fails(&[
+        "attach",
+        &eleventh.to_string(),
+        "tc",
+        "-d",
+        "ingress",
+        "-i",
+        &ns.host_if,
+        "-p",
+        "500",
+    ]);
+    assert!(err.contains("the most one dispatcher holds"), "{err}");
+    assert!(ns.ping(), "ten passing programs dropped ping");
+    for l in more.into_iter().chain([la, lc]) {
+        d.json(&["detach", &l.to_string()]);
+    }
+    assert!(ns.ping());
+    // The last detach removed the filter and the hook's dispatcher state.
+    let out = std::process::Command::new("tc")
+        .args(["filter", "show", "dev", &ns.host_if, "ingress"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "tc filter left behind"
+    );
+    let left: Vec<String> = std::fs::read_dir(d.bpffs().join("dispatchers"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|n| n.starts_with("ext-target")),
+        "dispatcher state left behind: {left:?}"
+    );
+}

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::registry::Credentials;
 use crate::image::{ImageRecord, ImageService, Progress, PullPolicy, SignaturePolicy};
+use crate::kernel::dispatch::{DispatchKind, TcFilter};
 use crate::kernel::probe::Features;
 use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
 use crate::model::{
@@ -678,10 +679,7 @@ impl Manager {
         }
         match &spec {
             AttachSpec::Xdp(h) => validate_hook("xdp", h, XDP_PROCEED_ON)?,
-            AttachSpec::Tc(h) => {
-                validate_hook("tc", h, TC_PROCEED_ON)?;
-                self.require("tcx", "attaching tc programs (through TCX)")?;
-            }
+            AttachSpec::Tc(h) => validate_hook("tc", h, TC_PROCEED_ON)?,
             AttachSpec::Tcx(h) => {
                 validate_hook("tcx", h, &[])?;
                 self.require("tcx", "attaching tcx programs")?;
@@ -763,6 +761,25 @@ impl Manager {
                     ifindex,
                     on_hook,
                     metadata,
+                    DispatchKind::Xdp,
+                );
+            }
+            // Without TCX: classic clsact filters, several programs through the TC
+            // dispatcher (which needs freplace; a lone program runs directly).
+            AttachSpec::Tc(h) if !self.features.has("tcx") => {
+                let hook = hook
+                    .clone()
+                    .ok_or_else(|| Error::internal("tc attach without a hook key"))?;
+                return self.attach_dispatched(
+                    caller,
+                    &p,
+                    spec.clone(),
+                    h,
+                    hook,
+                    ifindex,
+                    on_hook,
+                    metadata,
+                    DispatchKind::Tc,
                 );
             }
             AttachSpec::Xdp(h) => {
@@ -867,19 +884,39 @@ impl Manager {
         ifindex: Option<u32>,
         on_hook: Vec<Link>,
         metadata: BTreeMap<String, String>,
+        kind: DispatchKind,
     ) -> Result<Link> {
+        let what = match kind {
+            DispatchKind::Xdp => h.iface.clone(),
+            DispatchKind::Tc => format!(
+                "{} {}",
+                h.iface,
+                h.direction.map(|d| d.as_str()).unwrap_or("ingress")
+            ),
+        };
         if on_hook.len() >= crate::dispatcher::MAX_PROGRAMS {
             return Err(Error::precondition(format!(
-                "interface {} already runs {} XDP programs, the most one dispatcher holds; \
+                "{what} already runs {} {} programs, the most one dispatcher holds; \
                  detach one first",
-                h.iface,
-                on_hook.len()
+                on_hook.len(),
+                kind.as_str()
+            )));
+        }
+        if !on_hook.is_empty() && !self.features.has("freplace") {
+            return Err(Error::unsupported(format!(
+                "{what} already has {} program {} attached (link {}); several programs on one \
+                 hook need the dispatcher, which needs the kernel feature 'freplace' that this \
+                 kernel lacks ({}); detach it first",
+                kind.as_str(),
+                on_hook[0].program_id,
+                on_hook[0].id,
+                self.features.detail("freplace")
             )));
         }
         if on_hook.iter().any(|l| l.program_id == p.id) {
             return Err(Error::exists(format!(
-                "program {} is already attached to {}",
-                p.id, h.iface
+                "program {} is already attached to {what}",
+                p.id
             )));
         }
         let mut link = Link {
@@ -900,16 +937,22 @@ impl Manager {
         let ext_pin = self.ext_pin(id);
         let mut all = on_hook;
         all.push(link.clone());
-        if let Err(e) = self.rebuild_xdp(&hook, h, all) {
+        if let Err(e) = self.rebuild(&hook, h, all, kind) {
             let _ = std::fs::remove_file(&ext_pin);
             let _ = self.store.delete_link(id);
             return Err(e);
         }
-        let pin_s = ext_pin.display().to_string();
+        // The link's pin: its extension, or (no freplace: a lone program runs directly
+        // and never needs one) the program's own pin.
+        let pin_s = if ext_pin.exists() {
+            ext_pin.display().to_string()
+        } else {
+            p.pin_path.clone()
+        };
         self.store.complete_link(id, &pin_s, 0)?;
         self.renumber(&hook)?;
         let l = self.link(id)?;
-        info!(link = id, program = p.id, iface = %h.iface, position = l.position, "attached through the dispatcher");
+        info!(link = id, program = p.id, hook = %what, position = l.position, "attached through the dispatcher");
         Ok(l)
     }
 
@@ -929,8 +972,10 @@ impl Manager {
     /// into it, and swaps it onto the interface. A lone program runs directly (no
     /// dispatcher, no overhead) through the same interface link. On failure the running
     /// revision stays untouched.
-    fn rebuild_xdp(&self, hook: &str, h: &NetHook, links: Vec<Link>) -> Result<()> {
-        use crate::dispatcher::{Slot, SlotConfig, order, slot_function, xdp_config, xdp_mask};
+    fn rebuild(&self, hook: &str, h: &NetHook, links: Vec<Link>, kind: DispatchKind) -> Result<()> {
+        use crate::dispatcher::{
+            Slot, SlotConfig, order, slot_function, tc_config, tc_mask, xdp_config, xdp_mask,
+        };
         let cur = self.store.dispatcher(hook)?;
         let slots = order(
             links
@@ -951,7 +996,10 @@ impl Manager {
                 .map(|h| h.proceed_on.clone())
                 .unwrap_or_default();
             config.push(SlotConfig {
-                chain_call_actions: xdp_mask(&proceed)?,
+                chain_call_actions: match kind {
+                    DispatchKind::Xdp => xdp_mask(&proceed)?,
+                    DispatchKind::Tc => tc_mask(&proceed)?,
+                },
                 run_prio: s.priority.max(0) as u32,
                 flags: 0,
             });
@@ -962,13 +1010,14 @@ impl Manager {
         let disp_pin = dir.join("dispatcher");
         let hook_link = base.join("link");
         let mode = self.xdp_mode(&h.iface);
+        let freplace = self.features.has("freplace");
         // Every link keeps an extension ready, so it can move into a dispatcher later.
         let mut fresh = Vec::new();
-        for l in &links {
+        for l in links.iter().filter(|_| freplace) {
             let ext = self.ext_pin(l.id);
             if !ext.exists() {
                 let p = self.managed(l.program_id)?;
-                if let Err(e) = self.load_as_extension(&p, &ext) {
+                if let Err(e) = self.load_as_extension(&p, &ext, kind) {
                     for f in &fresh {
                         let _ = std::fs::remove_file(f);
                     }
@@ -977,42 +1026,56 @@ impl Manager {
                 fresh.push(ext);
             }
         }
-        let built = (|| -> Result<u32> {
+        // Where the hook's attachment is: XDP, a pinned bpf_link updated in place;
+        // classic TC, a clsact filter whose program is replaced in place.
+        let existing_filter = cur.as_ref().and_then(|d| TcFilter::decode(&d.link_pin));
+        let install = |prog: &Path| -> Result<String> {
+            match kind {
+                DispatchKind::Xdp => {
+                    self.kernel.install_xdp(h, prog, &hook_link, mode)?;
+                    Ok(hook_link.display().to_string())
+                }
+                DispatchKind::Tc => Ok(self.kernel.install_tc(h, prog, existing_filter)?.encode()),
+            }
+        };
+        let built = (|| -> Result<(u32, String)> {
             if let [only] = slots.as_slice() {
                 let l = by_id(only.link_id).ok_or_else(|| Error::internal("slot without link"))?;
                 let p = self.managed(l.program_id)?;
-                self.kernel
-                    .install_xdp(h, Path::new(&p.pin_path), &hook_link, mode)?;
-                return Ok(0);
+                let at = install(Path::new(&p.pin_path))?;
+                return Ok((0, at));
             }
-            let prog_id = self
-                .kernel
-                .load_xdp_dispatcher(xdp_config(&config, false)?, &disp_pin)?;
+            let config = match kind {
+                DispatchKind::Xdp => xdp_config(&config, false)?,
+                DispatchKind::Tc => tc_config(&config)?,
+            };
+            let prog_id = self.kernel.load_dispatcher(kind, config, &disp_pin)?;
             for (i, s) in slots.iter().enumerate() {
                 let slot = slot_function(i);
                 self.kernel.attach_extension(
                     &self.ext_pin(s.link_id),
+                    kind,
                     &disp_pin,
                     &slot,
                     &dir.join(format!("link_{}", s.link_id)),
                 )?;
             }
-            self.kernel.install_xdp(h, &disp_pin, &hook_link, mode)?;
-            Ok(prog_id)
+            let at = install(&disp_pin)?;
+            Ok((prog_id, at))
         })();
-        let prog_id = match built {
-            Ok(id) => id,
+        let (prog_id, link_at) = match built {
+            Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 for f in &fresh {
                     let _ = std::fs::remove_file(f);
                 }
-                return Err(e.context("building the XDP dispatcher"));
+                return Err(e.context(format!("building the {} dispatcher", kind.as_str())));
             }
         };
         self.store.put_dispatcher(&crate::store::DispatcherRecord {
             hook: hook.to_string(),
-            kind: "xdp".into(),
+            kind: kind.as_str().into(),
             revision: rev,
             // Empty: the lone program runs directly.
             dispatcher_pin: if prog_id == 0 {
@@ -1020,7 +1083,7 @@ impl Manager {
             } else {
                 disp_pin.display().to_string()
             },
-            link_pin: hook_link.display().to_string(),
+            link_pin: link_at,
             program_id: prog_id,
         })?;
         if let Some(old) = cur {
@@ -1035,12 +1098,29 @@ impl Manager {
         Ok(())
     }
 
+    /// A loaded program's bytecode again: its file, or its image from the cache (pulled
+    /// again if it left the cache, with the daemon's own credentials).
+    fn bytecode_of(&self, p: &Program) -> Result<Vec<u8>> {
+        match &p.bytecode {
+            Bytecode::File(_) => read_bytecode(&p.bytecode),
+            Bytecode::Image { url, .. } => {
+                let rec = self.pull_cached(
+                    url,
+                    PullPolicy::IfNotPresent,
+                    &Credentials::default(),
+                    &mut |_| {},
+                )?;
+                self.images.service.bytecode(&rec)
+            }
+        }
+    }
+
     /// Loads program `p` again from its bytecode as an extension (against the shared
     /// extension target), with its globals and its maps, and checks it is the same code
     /// the kernel loaded before.
-    fn load_as_extension(&self, p: &Program, pin: &Path) -> Result<()> {
-        let dispatcher = self.kernel.ext_target()?;
-        let bytes = read_bytecode(&p.bytecode)?;
+    fn load_as_extension(&self, p: &Program, pin: &Path, kind: DispatchKind) -> Result<()> {
+        let dispatcher = self.kernel.ext_target(kind)?;
+        let bytes = self.bytecode_of(p)?;
         let owner = match p.map_owner_id {
             Some(o) => self.managed(o)?,
             None => p.clone(),
@@ -1055,7 +1135,7 @@ impl Manager {
             shared_maps: Some((PathBuf::from(&owner.map_pin_path), owner.maps.clone())),
         };
         self.kernel
-            .load_extension(bytes, plan, &dispatcher, Kernel::EXT_TARGET_SLOT, pin)?;
+            .load_extension(bytes, plan, kind, &dispatcher, Kernel::EXT_TARGET_SLOT, pin)?;
         let tag = self.kernel.pinned_info(pin)?.tag;
         if tag != p.tag {
             let _ = std::fs::remove_file(pin);
@@ -1081,14 +1161,21 @@ impl Manager {
             .into_iter()
             .filter(|x| x.id != l.id)
             .collect();
+        let kind = match l.spec {
+            AttachSpec::Tc(_) => DispatchKind::Tc,
+            _ => DispatchKind::Xdp,
+        };
         if rest.is_empty() {
             if let Some(d) = self.store.dispatcher(hook)? {
-                self.kernel.detach(Path::new(&d.link_pin))?;
+                match TcFilter::decode(&d.link_pin) {
+                    Some(f) => self.kernel.remove_tc(h, f)?,
+                    None => self.kernel.detach(Path::new(&d.link_pin))?,
+                }
             }
             let _ = std::fs::remove_dir_all(self.kernel.dispatcher_dir(hook));
             self.store.delete_dispatcher(hook)?;
         } else {
-            self.rebuild_xdp(hook, h, rest)?;
+            self.rebuild(hook, h, rest, kind)?;
         }
         let _ = std::fs::remove_file(self.ext_pin(l.id));
         self.store.delete_link(l.id)?;

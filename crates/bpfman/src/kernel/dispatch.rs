@@ -5,9 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::links::{FdLink, Link as _, PinnedLink};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::xdp::XdpLink;
-use aya::programs::{Extension, ProgramFd, Xdp};
+use aya::programs::{Extension, ProgramFd, SchedClassifier, TcAttachType, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::{Attached, Kernel, LoadPlan, chain, ifindex, kerr, netns, pin_taken};
@@ -16,6 +17,69 @@ use crate::model::NetHook;
 
 static XDP_DISPATCHER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_dispatcher.bpf.o"));
+static TC_DISPATCHER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_dispatcher.bpf.o"));
+
+/// Which hook a dispatcher serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchKind {
+    Xdp,
+    Tc,
+}
+
+impl DispatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Tc => "tc",
+        }
+    }
+}
+
+/// The tc filter priority bpfman's classic (netlink) TC attachments use.
+pub const TC_FILTER_PRIORITY: u16 = 50;
+
+/// Where a classic TC attachment is: its filter priority and handle on the clsact qdisc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcFilter {
+    pub priority: u16,
+    pub handle: u32,
+}
+
+impl TcFilter {
+    /// Recorded as the dispatcher record's link location: `netlink:<prio>:<handle>`.
+    pub fn encode(&self) -> String {
+        format!("netlink:{}:{}", self.priority, self.handle)
+    }
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut it = s.strip_prefix("netlink:")?.split(':');
+        Some(Self {
+            priority: it.next()?.parse().ok()?,
+            handle: it.next()?.parse().ok()?,
+        })
+    }
+}
+
+fn tc_attach_type(h: &NetHook) -> TcAttachType {
+    match h.direction {
+        Some(crate::model::Direction::Egress) => TcAttachType::Egress,
+        _ => TcAttachType::Ingress,
+    }
+}
+
+fn dispatcher_fd(kind: DispatchKind, pin: &Path) -> Result<ProgramFd> {
+    match kind {
+        DispatchKind::Xdp => xdp_fd(pin),
+        DispatchKind::Tc => {
+            let p = SchedClassifier::from_pin(pin)
+                .map_err(|e| kerr(format!("opening dispatcher {}", pin.display()), e))?;
+            p.fd()
+                .map_err(|e| kerr("dispatcher fd", e))?
+                .try_clone()
+                .map_err(|e| Error::internal(format!("dup dispatcher fd: {e}")))
+        }
+    }
+}
 
 fn xdp_fd(pin: &Path) -> Result<ProgramFd> {
     let p = Xdp::from_pin(pin, aya_obj::programs::XdpAttachType::Interface)
@@ -31,33 +95,129 @@ fn xdp_fd(pin: &Path) -> Result<ProgramFd> {
 impl Kernel {
     /// Loads an XDP dispatcher whose `.rodata` config is `config` and pins it at `pin`.
     pub fn load_xdp_dispatcher(&self, config: Vec<u8>, pin: &Path) -> Result<u32> {
+        self.load_dispatcher(DispatchKind::Xdp, config, pin)
+    }
+
+    /// Loads a dispatcher of `kind` whose `.rodata` config is `config`, pinned at `pin`.
+    pub fn load_dispatcher(&self, kind: DispatchKind, config: Vec<u8>, pin: &Path) -> Result<u32> {
         let pin = pin.to_path_buf();
         self.workers
             .load(move || -> Result<u32> {
+                let (object, name) = match kind {
+                    DispatchKind::Xdp => (XDP_DISPATCHER, "xdp_dispatcher"),
+                    DispatchKind::Tc => (TC_DISPATCHER, "tc_dispatcher"),
+                };
+                let what = format!("loading the {} dispatcher", kind.as_str());
                 let mut ebpf: Ebpf = EbpfLoader::new()
                     .btf(None)
                     .override_global("conf", config.as_slice(), true)
-                    .load(XDP_DISPATCHER)
-                    .map_err(|e| {
-                        Error::kernel(format!("loading the XDP dispatcher: {}", chain(&e)))
-                    })?;
-                let p: &mut Xdp = ebpf
-                    .program_mut("xdp_dispatcher")
-                    .ok_or_else(|| Error::internal("xdp_dispatcher missing from its object"))?
-                    .try_into()
-                    .map_err(|e| kerr("the XDP dispatcher", e))?;
-                p.load()
-                    .map_err(|e| kerr("loading the XDP dispatcher", e))?;
-                let id = p.info().map_err(|e| kerr("dispatcher info", e))?.id();
-                if let Some(dir) = pin.parent() {
-                    fs::create_dir_all(dir)
-                        .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
-                }
-                p.pin(&pin)
+                    .load(object)
+                    .map_err(|e| Error::kernel(format!("{what}: {}", chain(&e))))?;
+                let prog = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| Error::internal(format!("{name} missing from its object")))?;
+                let (id, pinned) = match kind {
+                    DispatchKind::Xdp => {
+                        let p: &mut Xdp = prog.try_into().map_err(|e| kerr(&what, e))?;
+                        p.load().map_err(|e| kerr(&what, e))?;
+                        let id = p.info().map_err(|e| kerr("dispatcher info", e))?.id();
+                        (id, p.pin(&pin_parent(&pin)?))
+                    }
+                    DispatchKind::Tc => {
+                        let p: &mut SchedClassifier =
+                            prog.try_into().map_err(|e| kerr(&what, e))?;
+                        p.load().map_err(|e| kerr(&what, e))?;
+                        let id = p.info().map_err(|e| kerr("dispatcher info", e))?.id();
+                        (id, p.pin(&pin_parent(&pin)?))
+                    }
+                };
+                pinned
                     .map_err(|e| kerr(format!("pinning the dispatcher at {}", pin.display()), e))?;
                 Ok(id)
             })
             .ok_or_else(|| Error::internal("the loader thread is gone"))?
+    }
+
+    /// Puts the program pinned at `prog` on the hook as a classic TC filter (clsact
+    /// qdisc, direct action): the first time as a new filter, afterwards by replacing
+    /// the program of the existing filter in place (the kernel swaps it under RCU, so
+    /// no packet misses the filter).
+    pub fn install_tc(
+        &self,
+        hook: &NetHook,
+        prog: &Path,
+        existing: Option<TcFilter>,
+    ) -> Result<TcFilter> {
+        netns::within(hook.netns.as_deref(), || {
+            ifindex(&hook.iface)?;
+            let at = tc_attach_type(hook);
+            if let Err(e) = aya::programs::tc::qdisc_add_clsact(&hook.iface)
+                && !super::has_errno(&e, libc::EEXIST)
+                && !e.to_string().contains("exists")
+            {
+                return Err(kerr(
+                    format!("adding the clsact qdisc to {}", hook.iface),
+                    e,
+                ));
+            }
+            let mut p = SchedClassifier::from_pin(prog)
+                .map_err(|e| kerr(format!("opening {}", prog.display()), e))?;
+            let what = format!("attaching to {} {}", hook.iface, at_name(at));
+            let id = match existing {
+                Some(f) => {
+                    let link = SchedClassifierLink::attached(
+                        &hook.iface,
+                        at,
+                        f.priority,
+                        TcHandle::from(f.handle),
+                        None,
+                    )
+                    .map_err(|e| Error::internal(format!("{what}: {e}")))?;
+                    p.attach_to_link(link).map_err(|e| kerr(&what, e))?
+                }
+                None => p
+                    .attach_with_options(
+                        &hook.iface,
+                        at,
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority: TC_FILTER_PRIORITY,
+                            ..Default::default()
+                        }),
+                    )
+                    .map_err(|e| kerr(&what, e))?,
+            };
+            let link = p.take_link(id).map_err(|e| kerr(&what, e))?;
+            let f = TcFilter {
+                priority: link.priority().map_err(|e| kerr(&what, e))?,
+                handle: link.handle().map_err(|e| kerr(&what, e))?.into(),
+            };
+            // The filter stays; dropping aya's handle would remove it.
+            std::mem::forget(link);
+            Ok(f)
+        })
+    }
+
+    /// Removes a classic TC filter bpfman installed (gone already is fine).
+    pub fn remove_tc(&self, hook: &NetHook, f: TcFilter) -> Result<()> {
+        netns::within(hook.netns.as_deref(), || {
+            if ifindex(&hook.iface).is_err() {
+                return Ok(()); // the interface is gone, and its filters with it
+            }
+            let at = tc_attach_type(hook);
+            let link = SchedClassifierLink::attached(
+                &hook.iface,
+                at,
+                f.priority,
+                TcHandle::from(f.handle),
+                None,
+            )
+            .map_err(|e| Error::internal(format!("removing the tc filter: {e}")))?;
+            match link.detach() {
+                Ok(()) => Ok(()),
+                Err(e) if super::has_errno(&e, libc::ENOENT) => Ok(()),
+                Err(e) => Err(kerr(format!("removing the tc filter on {}", hook.iface), e)),
+            }
+        })
     }
 
     /// Loads program `plan.programs[0]` of `bytes` as an extension (freplace) of slot
@@ -67,6 +227,7 @@ impl Kernel {
         &self,
         bytes: Vec<u8>,
         plan: LoadPlan,
+        kind: DispatchKind,
         dispatcher: &Path,
         slot: &str,
         pin: &Path,
@@ -95,7 +256,7 @@ impl Kernel {
                 let mut ebpf = loader
                     .load(&bytes)
                     .map_err(|e| Error::kernel(format!("loading the object: {}", chain(&e))))?;
-                let target = xdp_fd(&dispatcher)?;
+                let target = dispatcher_fd(kind, &dispatcher)?;
                 let ext: &mut Extension = ebpf
                     .program_mut(&spec.name)
                     .ok_or_else(|| {
@@ -129,12 +290,13 @@ impl Kernel {
     pub fn attach_extension(
         &self,
         ext: &Path,
+        kind: DispatchKind,
         dispatcher: &Path,
         slot: &str,
         link_pin: &Path,
     ) -> Result<Attached> {
         let what = format!("attaching extension {} into {slot}", ext.display());
-        let target = xdp_fd(dispatcher)?;
+        let target = dispatcher_fd(kind, dispatcher)?;
         let mut p = Extension::from_pin(ext).map_err(|e| kerr(&what, e))?;
         let id = p
             .attach_to_program(&target, slot)
@@ -206,16 +368,35 @@ impl Kernel {
     /// attached into the slots of real dispatchers; loaded once, kept pinned, never
     /// attached anywhere. All its slots are enabled so none is pruned by the verifier
     /// (aya only keeps functions the program reaches).
-    pub fn ext_target(&self) -> Result<PathBuf> {
-        use crate::dispatcher::{MAX_PROGRAMS, SlotConfig, xdp_config, xdp_mask};
-        let pin = self.bpffs().join("dispatchers").join("ext-target");
+    pub fn ext_target(&self, kind: DispatchKind) -> Result<PathBuf> {
+        use crate::dispatcher::{
+            MAX_PROGRAMS, SlotConfig, tc_config, tc_mask, xdp_config, xdp_mask,
+        };
+        let name = match kind {
+            DispatchKind::Xdp => "ext-target",
+            DispatchKind::Tc => "ext-target-tc",
+        };
+        let pin = self.bpffs().join("dispatchers").join(name);
         if !pin.exists() {
-            let slot = SlotConfig {
-                chain_call_actions: xdp_mask(&[])?,
-                run_prio: 0,
-                flags: 0,
+            let config = match kind {
+                DispatchKind::Xdp => {
+                    let slot = SlotConfig {
+                        chain_call_actions: xdp_mask(&[])?,
+                        run_prio: 0,
+                        flags: 0,
+                    };
+                    xdp_config(&[slot; MAX_PROGRAMS], false)?
+                }
+                DispatchKind::Tc => {
+                    let slot = SlotConfig {
+                        chain_call_actions: tc_mask(&[])?,
+                        run_prio: 0,
+                        flags: 0,
+                    };
+                    tc_config(&[slot; MAX_PROGRAMS])?
+                }
             };
-            self.load_xdp_dispatcher(xdp_config(&[slot; MAX_PROGRAMS], false)?, &pin)?;
+            self.load_dispatcher(kind, config, &pin)?;
         }
         Ok(pin)
     }
@@ -228,5 +409,36 @@ impl Kernel {
         self.bpffs()
             .join("dispatchers")
             .join(hook_key.replace('/', "_"))
+    }
+}
+
+/// Creates the directory of `pin` and returns `pin`.
+fn pin_parent(pin: &Path) -> Result<PathBuf> {
+    if let Some(dir) = pin.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+    }
+    Ok(pin.to_path_buf())
+}
+
+fn at_name(at: TcAttachType) -> &'static str {
+    match at {
+        TcAttachType::Egress => "egress",
+        _ => "ingress",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tc_filter_location_round_trips() {
+        let f = TcFilter {
+            priority: 50,
+            handle: 0x8000_0001,
+        };
+        assert_eq!(TcFilter::decode(&f.encode()), Some(f));
+        assert_eq!(TcFilter::decode("/sys/fs/bpf/x"), None);
     }
 }

@@ -4,9 +4,10 @@
 //! Everything is pinned on bpffs so it keeps running when the daemon stops:
 //! `prog_<id>` for programs, `links/<link id>` for links, `maps/<owner id>/<map>` for maps.
 
-mod dispatch;
+pub mod dispatch;
 mod netns;
 pub mod probe;
+mod tcx;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -14,12 +15,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aya::programs::links::{FdLink, LinkOrder, LinkType, PinnedLink};
-use aya::programs::tc::{TcAttachOptions, TcAttachType};
+use aya::programs::links::{FdLink, LinkType, PinnedLink};
+use aya::programs::tc::TcAttachType;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{
-    FEntry, FExit, KProbe, ProbeKind, Program, ProgramId, ProgramInfo, SchedClassifier, TracePoint,
-    UProbe, Xdp, XdpMode,
+    FEntry, FExit, KProbe, ProbeKind, Program, ProgramInfo, SchedClassifier, TracePoint, UProbe,
+    Xdp, XdpMode,
 };
 use aya::{Btf, EbpfLoader, Endianness};
 
@@ -443,40 +444,84 @@ impl Kernel {
             AttachSpec::Tc(hook) | AttachSpec::Tcx(hook) => {
                 netns::within(hook.netns.as_deref(), || {
                     let ifindex = ifindex(&hook.iface)?;
-                    let mut p = SchedClassifier::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
+                    let p = SchedClassifier::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                     let dir = match hook.direction.unwrap_or(Direction::Ingress) {
                         Direction::Ingress => TcAttachType::Ingress,
                         Direction::Egress => TcAttachType::Egress,
                     };
-                    // SAFETY: ids come from the kernel's own query of the hook.
-                    let order = match tcx_order {
-                        None => LinkOrder::last(),
-                        Some(TcxAnchor::Before(id)) => {
-                            LinkOrder::before_program_id(unsafe { ProgramId::new(id) })
-                        }
-                        Some(TcxAnchor::After(id)) => {
-                            LinkOrder::after_program_id(unsafe { ProgramId::new(id) })
+                    let anchor = match tcx_order {
+                        None => tcx::Anchor::Last,
+                        Some(TcxAnchor::Before(id)) => tcx::Anchor::Before(id),
+                        Some(TcxAnchor::After(id)) => tcx::Anchor::After(id),
+                    };
+                    let prog_fd = p.fd().map_err(|e| kerr(&what, e))?;
+                    let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(prog_fd));
+                    // The link goes where the daemon computed only if the hook is still
+                    // at the revision just read (expected_revision); if another tool
+                    // changed it in between, the kernel says ESTALE and we read again.
+                    let mut tries = 0;
+                    let link = loop {
+                        let (revision, _) = SchedClassifier::query_tcx(&hook.iface, dir)
+                            .map_err(|e| kerr(format!("{what}: querying the TCX hook"), e))?;
+                        match tcx::link_create(
+                            raw,
+                            ifindex,
+                            matches!(dir, TcAttachType::Egress),
+                            anchor,
+                            revision,
+                        ) {
+                            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && tries < 5 => {
+                                tries += 1;
+                            }
+                            r => break r,
                         }
                     };
-                    let id = p
-                        .attach_with_options(&hook.iface, dir, TcAttachOptions::TcxOrder(order))
-                        .map_err(|e| {
-                            if has_errno(&e, libc::EEXIST) {
-                                Error::exists(format!(
-                                    "this program is already attached to {} {}; a program can \
+                    let link = link.map_err(|e| {
+                        let errno = e.raw_os_error().unwrap_or(0);
+                        if errno == libc::EEXIST {
+                            Error::exists(format!(
+                                "this program is already attached to {} {}; a program can \
                                      be on one TCX hook once",
-                                    hook.iface,
-                                    dir_name(hook)
-                                ))
-                            } else if has_errno(&e, libc::EINVAL) && !probe::tcx_supported() {
-                                Error::unsupported(format!(
-                                    "{what}: this kernel has no TCX (needs Linux 6.6)"
-                                ))
-                            } else {
-                                kerr(&what, e)
-                            }
+                                hook.iface,
+                                dir_name(hook)
+                            ))
+                        } else if errno == libc::EINVAL && !probe::tcx_supported() {
+                            Error::unsupported(format!(
+                                "{what}: this kernel has no TCX (needs Linux 6.6)"
+                            ))
+                        } else if errno == libc::ESTALE {
+                            Error::precondition(format!(
+                                "{what}: the hook kept changing under other tools \
+                                     (expected_revision mismatch); try again"
+                            ))
+                        } else if errno == libc::ENOENT {
+                            Error::precondition(format!(
+                                "{what}: the neighbouring program the order was computed \
+                                     from left the hook; try again"
+                            ))
+                        } else {
+                            Error::kernel(format!(
+                                "{what}: the BPF_LINK_CREATE syscall returned {e}"
+                            ))
+                        }
+                    })?;
+                    if let Some(dir) = link_pin.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            Error::internal(format!("creating {}: {e}", dir.display()))
                         })?;
-                    pin_taken(p.take_link(id), &what, link_pin, Some(ifindex))
+                    }
+                    tcx::pin(&link, link_pin).map_err(|e| {
+                        Error::internal(format!("pinning link at {}: {e}", link_pin.display()))
+                    })?;
+                    let kernel_link_id = PinnedLink::from_pin(link_pin)
+                        .ok()
+                        .map(FdLink::from)
+                        .and_then(|l| l.info().ok().map(|i| i.id()))
+                        .unwrap_or(0);
+                    Ok(Attached {
+                        kernel_link_id,
+                        ifindex: Some(ifindex),
+                    })
                 })
             }
             AttachSpec::Tracepoint { tracepoint } => {
