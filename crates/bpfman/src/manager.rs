@@ -110,7 +110,9 @@ pub struct Manager {
 /// The image service and the runtime its network work runs on (manager calls are
 /// synchronous; pulls are async underneath).
 struct ImagePuller {
-    service: ImageService,
+    /// Err when the cache could not be opened: the daemon still serves everything else,
+    /// and image requests get the reason.
+    service: std::result::Result<ImageService, Error>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -122,9 +124,22 @@ impl ImagePuller {
             .enable_all()
             .build()
             .map_err(|e| Error::internal(format!("starting the image runtime: {e}")))?;
+        let service = ImageService::open(c);
+        if let Err(e) = &service {
+            warn!("image support is off: {e}");
+        }
         Ok(Self {
-            service: ImageService::open(c)?,
+            service,
             rt: Some(rt),
+        })
+    }
+
+    fn service(&self) -> Result<&ImageService> {
+        self.service.as_ref().map_err(|e| {
+            Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("image support is off on this daemon: {e}; fix [images] cache_dir"),
+            )
         })
     }
 
@@ -438,7 +453,7 @@ impl Manager {
                         )));
                     }
                 }
-                let bytes = self.images.service.bytecode(&rec)?;
+                let bytes = self.images.service()?.bytecode(&rec)?;
                 (
                     bytes,
                     Bytecode::Image {
@@ -553,19 +568,19 @@ impl Manager {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<ImageRecord> {
         self.images
-            .block_on(self.images.service.pull(url, policy, creds, progress))?
+            .block_on(self.images.service()?.pull(url, policy, creds, progress))?
     }
 
     /// Cached images.
     pub fn images(&self, caller: Caller) -> Result<Vec<ImageRecord>> {
         self.authorize_read(caller, Action::List)?;
-        self.images.service.list()
+        self.images.service()?.list()
     }
 
     /// One cached image, by reference.
     pub fn image(&self, caller: Caller, url: &str) -> Result<ImageRecord> {
         self.authorize_read(caller, Action::Get)?;
-        self.images.service.cached(url)?.ok_or_else(|| {
+        self.images.service()?.cached(url)?.ok_or_else(|| {
             Error::not_found(format!(
                 "image {url} is not in the cache (pull it with `bpfman image pull {url}`)"
             ))
@@ -580,13 +595,15 @@ impl Manager {
                 "removing cached images is for root only (the cache is shared by all callers)",
             ));
         }
-        self.images.service.remove(what)
+        self.images.service()?.remove(what)
     }
 
     /// Applies the signature rules of a new config.
     pub fn reload_images(&self, c: &crate::config::ImagesConfig) -> Result<()> {
         let p = SignaturePolicy::from_config(&c.signatures)?;
-        self.images.service.set_signature_policy(p);
+        if let Ok(s) = &self.images.service {
+            s.set_signature_policy(p);
+        }
         Ok(())
     }
 
@@ -1110,7 +1127,7 @@ impl Manager {
                     &Credentials::default(),
                     &mut |_| {},
                 )?;
-                self.images.service.bytecode(&rec)
+                self.images.service()?.bytecode(&rec)
             }
         }
     }
