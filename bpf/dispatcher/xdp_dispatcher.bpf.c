@@ -55,15 +55,26 @@ __attribute__((noinline)) int compat_test(struct xdp_md *ctx)
 	if (!((1U << ret) & conf.chain_call_actions[n]))                 \
 		return ret;
 
+#define DISPATCH(ctx)                                                \
+	__u8 num_progs_enabled = conf.num_progs_enabled;                 \
+	int ret;                                                         \
+                                                                     \
+	RUN(0) RUN(1) RUN(2) RUN(3) RUN(4) RUN(5) RUN(6) RUN(7) RUN(8) RUN(9) \
+out:                                                                 \
+	return XDP_PASS;
+
 SEC("xdp")
 int xdp_dispatcher(struct xdp_md *ctx)
 {
-	__u8 num_progs_enabled = conf.num_progs_enabled;
-	int ret;
+	DISPATCH(ctx)
+}
 
-	RUN(0) RUN(1) RUN(2) RUN(3) RUN(4) RUN(5) RUN(6) RUN(7) RUN(8) RUN(9)
-out:
-	return XDP_PASS;
+/* The same dispatcher loaded with BPF_F_XDP_HAS_FRAGS, used when every program on the
+ * interface supports multi-buffer packets (their section is "xdp.frags"). */
+SEC("xdp.frags")
+int xdp_dispatcher_frags(struct xdp_md *ctx)
+{
+	DISPATCH(ctx)
 }
 
 char _license[] SEC("license") = "GPL";

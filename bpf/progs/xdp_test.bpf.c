@@ -60,4 +60,14 @@ int xdp_chain(struct xdp_md *ctx)
 	return ret_code;
 }
 
+/* Multi-buffer aware (section xdp.frags): counts every packet in `frags_seen`, passes. */
+COUNTER_MAP(frags_seen);
+
+SEC("xdp.frags")
+int xdp_frags_count(struct xdp_md *ctx)
+{
+	bump(&frags_seen);
+	return XDP_PASS;
+}
+
 char _license[] SEC("license") = "Dual BSD/GPL";

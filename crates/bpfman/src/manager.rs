@@ -105,6 +105,8 @@ pub struct Manager {
     paths: Paths,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     images: ImagePuller,
+    /// Program id -> declares XDP multi-buffer support (from its ELF section).
+    frags: Mutex<HashMap<u32, bool>>,
 }
 
 /// The image service and the runtime its network work runs on (manager calls are
@@ -250,6 +252,7 @@ impl Manager {
             paths,
             locks: Mutex::new(HashMap::new()),
             images: ImagePuller::new(&images)?,
+            frags: Mutex::new(HashMap::new()),
         };
         let report = m.reconcile()?;
         Ok((m, report))
@@ -1062,11 +1065,20 @@ impl Manager {
                 let at = install(Path::new(&p.pin_path))?;
                 return Ok((0, at));
             }
+            // Multi-buffer packets only when every program on the hook supports them.
+            let frags = kind == DispatchKind::Xdp
+                && slots.iter().all(|s| {
+                    by_id(s.link_id)
+                        .and_then(|l| self.managed(l.program_id).ok())
+                        .is_some_and(|p| self.supports_frags(&p))
+                });
             let config = match kind {
-                DispatchKind::Xdp => xdp_config(&config, false)?,
+                DispatchKind::Xdp => xdp_config(&config, frags)?,
                 DispatchKind::Tc => tc_config(&config)?,
             };
-            let prog_id = self.kernel.load_dispatcher(kind, config, &disp_pin)?;
+            let prog_id = self
+                .kernel
+                .load_dispatcher(kind, config, &disp_pin, frags)?;
             for (i, s) in slots.iter().enumerate() {
                 let slot = slot_function(i);
                 self.kernel.attach_extension(
@@ -1113,6 +1125,24 @@ impl Manager {
             "dispatcher revision swapped in"
         );
         Ok(())
+    }
+
+    /// Whether an XDP program declares multi-buffer support (ELF section `xdp.frags`),
+    /// read from its bytecode once and remembered.
+    fn supports_frags(&self, p: &Program) -> bool {
+        if let Some(v) = self.frags.lock().ok().and_then(|m| m.get(&p.id).copied()) {
+            return v;
+        }
+        let v = self
+            .bytecode_of(p)
+            .ok()
+            .and_then(|b| aya_obj::Object::parse(&b).ok())
+            .and_then(|o| o.programs.get(&p.name).map(|x| x.section.clone()))
+            .is_some_and(|s| matches!(s, aya_obj::ProgramSection::Xdp { frags: true, .. }));
+        if let Ok(mut m) = self.frags.lock() {
+            m.insert(p.id, v);
+        }
+        v
     }
 
     /// A loaded program's bytecode again: its file, or its image from the cache (pulled

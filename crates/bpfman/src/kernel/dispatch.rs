@@ -95,17 +95,25 @@ fn xdp_fd(pin: &Path) -> Result<ProgramFd> {
 impl Kernel {
     /// Loads an XDP dispatcher whose `.rodata` config is `config` and pins it at `pin`.
     pub fn load_xdp_dispatcher(&self, config: Vec<u8>, pin: &Path) -> Result<u32> {
-        self.load_dispatcher(DispatchKind::Xdp, config, pin)
+        self.load_dispatcher(DispatchKind::Xdp, config, pin, false)
     }
 
     /// Loads a dispatcher of `kind` whose `.rodata` config is `config`, pinned at `pin`.
-    pub fn load_dispatcher(&self, kind: DispatchKind, config: Vec<u8>, pin: &Path) -> Result<u32> {
+    /// `frags`: the XDP dispatcher is loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer).
+    pub fn load_dispatcher(
+        &self,
+        kind: DispatchKind,
+        config: Vec<u8>,
+        pin: &Path,
+        frags: bool,
+    ) -> Result<u32> {
         let pin = pin.to_path_buf();
         self.workers
             .load(move || -> Result<u32> {
-                let (object, name) = match kind {
-                    DispatchKind::Xdp => (XDP_DISPATCHER, "xdp_dispatcher"),
-                    DispatchKind::Tc => (TC_DISPATCHER, "tc_dispatcher"),
+                let (object, name) = match (kind, frags) {
+                    (DispatchKind::Xdp, false) => (XDP_DISPATCHER, "xdp_dispatcher"),
+                    (DispatchKind::Xdp, true) => (XDP_DISPATCHER, "xdp_dispatcher_frags"),
+                    (DispatchKind::Tc, _) => (TC_DISPATCHER, "tc_dispatcher"),
                 };
                 let what = format!("loading the {} dispatcher", kind.as_str());
                 let mut ebpf: Ebpf = EbpfLoader::new()
@@ -329,9 +337,15 @@ impl Kernel {
                     .into();
                 let link = XdpLink::try_from(link)
                     .map_err(|e| kerr("the interface's link is not an XDP link", e))?;
-                let id = p
-                    .attach_to_link(link)
-                    .map_err(|e| kerr(format!("swapping the dispatcher on {}", hook.iface), e))?;
+                let id = p.attach_to_link(link).map_err(|e| {
+                    if (super::has_errno(&e, libc::EOPNOTSUPP)
+                        || super::has_errno(&e, libc::ERANGE))
+                    {
+                        frags_error(&hook.iface)
+                    } else {
+                        kerr(format!("swapping the dispatcher on {}", hook.iface), e)
+                    }
+                })?;
                 // The pin keeps the link; drop our fd.
                 drop(p.take_link(id));
                 Ok(Attached {
@@ -346,6 +360,10 @@ impl Kernel {
                              remove it first (ip link set dev {} xdp off)",
                             hook.iface, hook.iface
                         ))
+                    } else if (super::has_errno(&e, libc::EOPNOTSUPP)
+                        || super::has_errno(&e, libc::ERANGE))
+                    {
+                        frags_error(&hook.iface)
                     } else {
                         kerr(format!("attaching the dispatcher to {}", hook.iface), e)
                     }
@@ -396,7 +414,7 @@ impl Kernel {
                     tc_config(&[slot; MAX_PROGRAMS])?
                 }
             };
-            self.load_dispatcher(kind, config, &pin)?;
+            self.load_dispatcher(kind, config, &pin, false)?;
         }
         Ok(pin)
     }
@@ -419,6 +437,15 @@ fn pin_parent(pin: &Path) -> Result<PathBuf> {
             .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
     }
     Ok(pin.to_path_buf())
+}
+
+/// The driver refused a program without multi-buffer support (an MTU above a page).
+fn frags_error(iface: &str) -> Error {
+    Error::precondition(format!(
+        "interface {iface} needs XDP programs that accept multi-buffer packets (its MTU is \
+         larger than one page): every program on it must be built with SEC(\"xdp.frags\"); \
+         the interface keeps running what it ran"
+    ))
 }
 
 fn at_name(at: TcAttachType) -> &'static str {
