@@ -338,8 +338,7 @@ impl Kernel {
                 let link = XdpLink::try_from(link)
                     .map_err(|e| kerr("the interface's link is not an XDP link", e))?;
                 let id = p.attach_to_link(link).map_err(|e| {
-                    if (super::has_errno(&e, libc::EOPNOTSUPP)
-                        || super::has_errno(&e, libc::ERANGE))
+                    if super::has_errno(&e, libc::EOPNOTSUPP) || super::has_errno(&e, libc::ERANGE)
                     {
                         frags_error(&hook.iface)
                     } else {
@@ -360,8 +359,8 @@ impl Kernel {
                              remove it first (ip link set dev {} xdp off)",
                             hook.iface, hook.iface
                         ))
-                    } else if (super::has_errno(&e, libc::EOPNOTSUPP)
-                        || super::has_errno(&e, libc::ERANGE))
+                    } else if super::has_errno(&e, libc::EOPNOTSUPP)
+                        || super::has_errno(&e, libc::ERANGE)
                     {
                         frags_error(&hook.iface)
                     } else {
