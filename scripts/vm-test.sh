@@ -23,18 +23,24 @@ filters=("$@")
 
 make -s -C bpf
 cargo build -q --bin bpfman
-bin=$(cargo test -q --test host --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
+test_bin() {
+    cargo test -q --test "$1" --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "host" and m.get("executable"):
-        print(m["executable"])')
-[ -n "$bin" ] || { echo "vm-test: could not build the host test binary" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+bin=$(test_bin host)
+crash=$(test_bin crash)
+[ -n "$bin" ] && [ -n "$crash" ] || { echo "vm-test: could not build the test binaries" >&2; exit 1; }
 
 echo "vm-test: booting $kernel (software emulation, ~1 min) to run: ${filters[*]}"
 # In the guest the features must be there: a test that would skip fails instead.
 vng --disable-kvm --memory 2G --cpus 2 --user root --run "$kernel" --exec "
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null
     mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-    cd '$repo' && BPFMAN_REQUIRE_FEATURES=kprobe,fentry,freplace '$bin' --test-threads=1 ${filters[*]}
+    cd '$repo' && export BPFMAN_REQUIRE_FEATURES=kprobe,fentry,freplace &&
+    '$bin' --test-threads=1 ${filters[*]} &&
+    '$crash' --test-threads=1 --nocapture ${filters[*]}
 "

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dispatcher;
 pub mod error;
+pub mod fault;
 pub mod image;
 pub mod kernel;
 pub mod manager;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fault;
 use crate::image::registry::Credentials;
 use crate::image::{ImageRecord, ImageService, Progress, PullPolicy, SignaturePolicy};
 use crate::kernel::dispatch::{DispatchKind, TcFilter};
@@ -496,6 +497,7 @@ impl Manager {
                 .map(|(o, d)| (d, o.maps.clone())),
         };
         let loaded = self.kernel.load(bytes, plan)?;
+        fault::point("load.pinned");
 
         let created_at = now_rfc3339();
         let first_id = loaded.programs.first().map(|p| p.id).unwrap_or(0);
@@ -639,6 +641,7 @@ impl Manager {
         if p.map_owner_id.is_none() {
             self.kernel.remove_maps(Path::new(&p.map_pin_path));
         }
+        fault::point("unload.unpinned");
         self.store.delete_program(id)?;
         info!(id, "unloaded");
         Ok(())
@@ -852,6 +855,7 @@ impl Manager {
             hook: hook.clone(),
         };
         let id = self.store.insert_link(&link)?;
+        fault::point("attach.intent");
         let pin = self.kernel.link_pin(id);
         let xdp_mode = spec.net_hook().and_then(|h| self.xdp_mode(&h.iface));
         let attached = match self.kernel.attach(
@@ -868,6 +872,7 @@ impl Manager {
                 return Err(e);
             }
         };
+        fault::point("attach.pinned");
         let pin_s = pin.display().to_string();
         if let Err(e) = self
             .store
@@ -953,6 +958,7 @@ impl Manager {
             hook: Some(hook.clone()),
         };
         let id = self.store.insert_link(&link)?;
+        fault::point("attach.intent");
         link.id = id;
         let ext_pin = self.ext_pin(id);
         let mut all = on_hook;
@@ -962,6 +968,7 @@ impl Manager {
             let _ = self.store.delete_link(id);
             return Err(e);
         }
+        fault::point("attach.pinned");
         // The link's pin: its extension, or (no freplace: a lone program runs directly
         // and never needs one) the program's own pin.
         let pin_s = if ext_pin.exists() {
@@ -1024,8 +1031,17 @@ impl Manager {
                 flags: 0,
             });
         }
-        let rev = cur.as_ref().map(|d| d.revision + 1).unwrap_or(1);
         let base = self.kernel.dispatcher_dir(hook);
+        // Above the recorded revision and above any a crash left on bpffs.
+        let on_disk = std::fs::read_dir(&base)
+            .map(|r| {
+                r.flatten()
+                    .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let rev = cur.as_ref().map(|d| d.revision).unwrap_or(0).max(on_disk) + 1;
         let dir = base.join(rev.to_string());
         let disp_pin = dir.join("dispatcher");
         let hook_link = base.join("link");
@@ -1062,6 +1078,7 @@ impl Manager {
             if let [only] = slots.as_slice() {
                 let l = by_id(only.link_id).ok_or_else(|| Error::internal("slot without link"))?;
                 let p = self.managed(l.program_id)?;
+                fault::point("rebuild.built");
                 let at = install(Path::new(&p.pin_path))?;
                 return Ok((0, at));
             }
@@ -1089,6 +1106,7 @@ impl Manager {
                     &dir.join(format!("link_{}", s.link_id)),
                 )?;
             }
+            fault::point("rebuild.built");
             let at = install(&disp_pin)?;
             Ok((prog_id, at))
         })();
@@ -1102,6 +1120,7 @@ impl Manager {
                 return Err(e.context(format!("building the {} dispatcher", kind.as_str())));
             }
         };
+        fault::point("rebuild.swapped");
         self.store.put_dispatcher(&crate::store::DispatcherRecord {
             hook: hook.to_string(),
             kind: kind.as_str().into(),
@@ -1115,9 +1134,17 @@ impl Manager {
             link_pin: link_at,
             program_id: prog_id,
         })?;
-        if let Some(old) = cur {
-            let _ = std::fs::remove_dir_all(base.join(old.revision.to_string()));
+        fault::point("rebuild.recorded");
+        // Every older revision goes (normally one; more after a crash mid-rebuild).
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.parse::<u32>().is_ok_and(|r| r != rev) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
         }
+        let _ = cur;
         info!(
             hook,
             revision = rev,
@@ -1224,6 +1251,7 @@ impl Manager {
         } else {
             self.rebuild(hook, h, rest, kind)?;
         }
+        fault::point("detach.unpinned");
         let _ = std::fs::remove_file(self.ext_pin(l.id));
         self.store.delete_link(l.id)?;
         self.renumber(hook)?;
@@ -1289,6 +1317,7 @@ impl Manager {
             return self.detach_dispatched(l, k);
         }
         self.kernel.detach(Path::new(&l.pin_path))?;
+        fault::point("detach.unpinned");
         self.store.delete_link(l.id)?;
         if let Some(k) = &hook {
             self.renumber(k)?;
@@ -1480,10 +1509,211 @@ impl Manager {
                 orphan(e.path(), what, known);
             }
         }
+        self.reconcile_dispatchers(&mut report)?;
         for a in &report.actions {
             warn!("reconcile: {a}");
         }
         Ok(report)
+    }
+
+    /// Makes every dispatched hook run exactly the links the store records: a crash
+    /// mid-rebuild can leave a newer revision swapped in but unrecorded, a half-built
+    /// one, or a hook whose detach did not finish. Each is rebuilt from the store (the
+    /// swap is atomic, so traffic never misses the programs that stay) or removed.
+    fn reconcile_dispatchers(&self, report: &mut ReconcileReport) -> Result<()> {
+        let root = self.kernel.bpffs().join("dispatchers");
+        let mut hooks: std::collections::BTreeSet<String> = self
+            .store
+            .dispatchers()?
+            .into_iter()
+            .map(|d| d.hook)
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with("ext-target") {
+                    hooks.insert(name.replace('_', "/"));
+                }
+            }
+        }
+        // Hooks whose links run through a dispatcher (the kinds that use one here).
+        let dispatched = |l: &Link| match &l.spec {
+            AttachSpec::Xdp(_) => self.features.has("freplace"),
+            AttachSpec::Tc(_) => !self.features.has("tcx"),
+            _ => false,
+        };
+        for l in self.store.links(None)? {
+            if let Some(h) = &l.hook
+                && dispatched(&l)
+            {
+                hooks.insert(h.clone());
+            }
+        }
+        for hook in hooks {
+            let lock = self.lock(format!("hook/{hook}"));
+            let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+            let links = self.store.links_on_hook(&hook)?;
+            let rec = self.store.dispatcher(&hook)?;
+            let dir = self.kernel.dispatcher_dir(&hook);
+            let kind = if hook.starts_with("tc/") {
+                DispatchKind::Tc
+            } else {
+                DispatchKind::Xdp
+            };
+            if links.is_empty() {
+                // Nothing should run here: take down what a crash left.
+                let mut what = Vec::new();
+                if let Some(r) = &rec {
+                    match TcFilter::decode(&r.link_pin) {
+                        Some(f) => match self.hook_of_key(&hook) {
+                            Some(h) => {
+                                self.kernel.remove_tc(&h, f)?;
+                                what.push("removed its tc filter".to_string());
+                            }
+                            None => what.push(
+                                "its tc filter is in another namespace; remove it by hand".into(),
+                            ),
+                        },
+                        None => {
+                            self.kernel.detach(Path::new(&r.link_pin))?;
+                            what.push("detached it".into());
+                        }
+                    }
+                    self.store.delete_dispatcher(&hook)?;
+                } else if dir.join("link").exists() {
+                    self.kernel.detach(&dir.join("link"))?;
+                    what.push("detached it".into());
+                }
+                if dir.exists() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    what.push("removed its pins".into());
+                }
+                if !what.is_empty() {
+                    report.actions.push(format!(
+                        "dispatcher {hook}: no link is recorded on it; {}",
+                        what.join(", ")
+                    ));
+                }
+                continue;
+            }
+            let Some(h) = links.iter().find_map(|l| l.spec.net_hook().cloned()) else {
+                continue;
+            };
+            let consistent = rec.as_ref().is_some_and(|r| {
+                let lone = r.dispatcher_pin.is_empty();
+                let rev_dir = dir.join(r.revision.to_string());
+                let slots_ok = if lone {
+                    links.len() == 1
+                } else {
+                    let mut want: Vec<String> =
+                        links.iter().map(|l| format!("link_{}", l.id)).collect();
+                    let mut have: Vec<String> = std::fs::read_dir(&rev_dir)
+                        .map(|r| {
+                            r.flatten()
+                                .map(|e| e.file_name().to_string_lossy().into_owned())
+                                .filter(|n| n.starts_with("link_"))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    want.sort();
+                    have.sort();
+                    want == have && rev_dir.join("dispatcher").exists()
+                };
+                let running_ok = match kind {
+                    DispatchKind::Tc => true,
+                    DispatchKind::Xdp => {
+                        let expect = if lone {
+                            self.store
+                                .program(links[0].program_id)
+                                .ok()
+                                .flatten()
+                                .and_then(|p| self.kernel.pinned_info(Path::new(&p.pin_path)).ok())
+                                .map(|k| k.id)
+                        } else {
+                            Some(r.program_id)
+                        };
+                        expect.is_some()
+                            && self.kernel.link_program_id(Path::new(&r.link_pin)) == expect
+                    }
+                };
+                slots_ok && running_ok
+            });
+            if consistent {
+                // Drop revisions a crash left beside the recorded one.
+                if let (Some(r), Ok(entries)) = (&rec, std::fs::read_dir(&dir)) {
+                    for e in entries.flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.parse::<u32>().is_ok_and(|n| n != r.revision) {
+                            let _ = std::fs::remove_dir_all(e.path());
+                            report.actions.push(format!(
+                                "dispatcher {hook}: revision {name} was left by an interrupted \
+                                 rebuild; removed it"
+                            ));
+                        }
+                    }
+                }
+                continue;
+            }
+            match self.rebuild(&hook, &h, links.clone(), kind) {
+                Ok(()) => report.actions.push(format!(
+                    "dispatcher {hook}: what ran did not match the {} recorded link(s); rebuilt it",
+                    links.len()
+                )),
+                Err(e) => report.actions.push(format!(
+                    "dispatcher {hook}: does not match the store and rebuilding failed: {e}"
+                )),
+            }
+        }
+        // Extensions whose link is gone.
+        let known: Vec<u32> = self.store.links(None)?.iter().map(|l| l.id).collect();
+        if let Ok(entries) = std::fs::read_dir(self.kernel.bpffs().join("ext")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.parse::<u32>().is_ok_and(|id| !known.contains(&id)) {
+                    let _ = std::fs::remove_file(e.path());
+                    report
+                        .actions
+                        .push(format!("extension pin ext/{name} had no link; removed it"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The interface a hook key names, when it is in the daemon's own namespace.
+    fn hook_of_key(&self, hook: &str) -> Option<NetHook> {
+        let parts: Vec<&str> = hook.split('/').collect();
+        let (ns, ifindex, dir) = match parts.as_slice() {
+            [_, ns, i] => (*ns, *i, None),
+            [_, ns, i, d] => (*ns, *i, Some(*d)),
+            _ => return None,
+        };
+        let own = netns_id(None).ok()?;
+        if ns != own.to_string() {
+            return None;
+        }
+        let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+        let idx: u32 = ifindex.parse().ok()?;
+        // SAFETY: buf is IF_NAMESIZE bytes, as if_indextoname requires.
+        let p = unsafe { libc::if_indextoname(idx, buf.as_mut_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+        let iface = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        Some(NetHook {
+            iface,
+            direction: match dir {
+                Some("egress") => Some(crate::model::Direction::Egress),
+                Some(_) => Some(crate::model::Direction::Ingress),
+                None => None,
+            },
+            priority: 0,
+            proceed_on: Vec::new(),
+            netns: None,
+        })
     }
 }
 

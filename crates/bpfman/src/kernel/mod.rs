@@ -386,6 +386,12 @@ impl Kernel {
         Ok(kernel_program(&info))
     }
 
+    /// The program a pinned bpf_link runs (None: no such pin, or not a link).
+    pub fn link_program_id(&self, pin: &Path) -> Option<u32> {
+        let link: FdLink = PinnedLink::from_pin(pin).ok()?.into();
+        link.info().ok().map(|i| i.program_id())
+    }
+
     /// Every program loaded in the kernel, bpfman's or not.
     pub fn all_programs(&self) -> Vec<KernelProgram> {
         aya::programs::loaded_programs()
@@ -683,6 +689,19 @@ impl Kernel {
     pub fn check_interface(&self, hook: &NetHook) -> Result<u32> {
         netns::within(hook.netns.as_deref(), || ifindex(&hook.iface))
     }
+}
+
+/// The programs on a TCX hook, in the order the kernel runs them (ids), with the hook's
+/// revision. For checks and diagnostics.
+pub fn tcx_programs(iface: &str, egress: bool) -> Result<(u64, Vec<u32>)> {
+    let at = if egress {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    };
+    let (rev, progs) = SchedClassifier::query_tcx(iface, at)
+        .map_err(|e| kerr(format!("querying the TCX hook of {iface}"), e))?;
+    Ok((rev, progs.iter().map(|p| p.id()).collect()))
 }
 
 /// Where a TCX program goes relative to one already on the hook.

@@ -1,0 +1,47 @@
+//! Fault injection for crash tests: `BPFMAN_FAULT=<point>[,<point>...]` makes the daemon
+//! abort (as abruptly as SIGKILL: no destructors, no flush) the first time it reaches a
+//! named point. Unset, each point costs one load of a cached `Option`.
+//!
+//! Points, in the order an operation passes them:
+//! - `load.pinned`: programs loaded and pinned, not yet in the store
+//! - `attach.intent`: the link's row recorded, the kernel not yet touched
+//! - `attach.pinned`: the link made and pinned, its row not yet completed
+//! - `detach.unpinned`: the link removed from the kernel, its row still there
+//! - `unload.unpinned`: the program unpinned, its row still there
+//! - `rebuild.built`: a new dispatcher revision built, not yet swapped in
+//! - `rebuild.swapped`: the new revision swapped onto the hook, not yet recorded
+//! - `rebuild.recorded`: recorded, the old revision not yet removed
+
+use std::sync::OnceLock;
+
+/// Every fault point, for tests that walk them all.
+pub const POINTS: &[&str] = &[
+    "load.pinned",
+    "attach.intent",
+    "attach.pinned",
+    "detach.unpinned",
+    "unload.unpinned",
+    "rebuild.built",
+    "rebuild.swapped",
+    "rebuild.recorded",
+];
+
+fn armed() -> &'static Option<Vec<String>> {
+    static ARMED: OnceLock<Option<Vec<String>>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        std::env::var("BPFMAN_FAULT")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+    })
+}
+
+/// Aborts the process here if `point` is armed.
+pub fn point(point: &str) {
+    if let Some(points) = armed()
+        && points.iter().any(|p| p == point)
+    {
+        eprintln!("bpfman: fault injection: aborting at {point}");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,417 @@
+//! Crash safety: the daemon is killed at every fault-injection point and at random
+//! moments during load, attach, detach, unload and dispatcher rebuilds, then restarted.
+//! After each restart the store, bpffs and the kernel must agree, nothing may be left
+//! behind, and packets must meet exactly the programs the store says are attached.
+//! Prints the tally. `BPFMAN_CRASH_RUNS` sets the number of runs on the host (default
+//! 200).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BPFMAN, Daemon, Netns, has_feature, obj};
+use serde_json::Value;
+
+const TEST_PROGRAMS: &[&str] = &[
+    "xdp_drop_proto",
+    "xdp_count_pass",
+    "xdp_chain",
+    "tc_drop_icmp",
+    "tc_count",
+    "tp_count",
+];
+
+/// A quick ping (300 ms timeout) from the namespace to the host side.
+fn ping(ns: &Netns) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "0.3",
+            &ns.host_ip,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Runs the CLI; Ok(json) or Err(stderr) (a dead daemon is an Err too).
+fn cli(d: &Daemon, args: &[&str]) -> Result<Value, String> {
+    let mut a = vec!["-o", "json"];
+    a.extend_from_slice(args);
+    let out = Command::new(BPFMAN)
+        .args(&a)
+        .env("BPFMAN_SOCKET", &d.socket)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    /// One ICMP-dropping XDP program, attached directly.
+    Xdp,
+    /// Two TCX programs (a dropper after a counter).
+    Tcx,
+    /// A tracepoint program.
+    Tracepoint,
+    /// Three XDP programs through the dispatcher (needs freplace).
+    Dispatcher,
+}
+
+/// The whole life cycle of a scenario; stops at the first failed call (the daemon died).
+fn life_cycle(d: &Daemon, ns: &Netns, s: Scenario) {
+    let load = |path: &str, prog: &str, extra: &[&str]| -> Option<u64> {
+        let mut a = vec!["load", "file", "--path", path, "--programs", prog];
+        a.extend_from_slice(extra);
+        cli(d, &a).ok()?[0]["id"].as_u64()
+    };
+    let attach = |id: u64, rest: &[&str]| -> Option<u64> {
+        let mut a = vec!["attach".to_string(), id.to_string()];
+        a.extend(rest.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        cli(d, &a).ok()?["link_id"].as_u64()
+    };
+    let xdp = obj("xdp_test.bpf.o");
+    let tc = obj("tc_test.bpf.o");
+    let tr = obj("tracing_test.bpf.o");
+    let _ = (|| -> Option<()> {
+        match s {
+            Scenario::Xdp => {
+                let p = load(&xdp, "xdp:xdp_drop_proto", &[])?;
+                let l = attach(p, &["xdp", "-i", &ns.host_if, "-p", "10"])?;
+                cli(d, &["detach", &l.to_string()]).ok()?;
+                cli(d, &["unload", &p.to_string()]).ok()?;
+            }
+            Scenario::Tcx => {
+                let c = load(&tc, "tcx:tc_count", &[])?;
+                let x = load(&tc, "tcx:tc_drop_icmp", &[])?;
+                let lc = attach(c, &["tcx", "-d", "ingress", "-i", &ns.host_if, "-p", "10"])?;
+                let lx = attach(x, &["tcx", "-d", "ingress", "-i", &ns.host_if, "-p", "20"])?;
+                cli(d, &["detach", &lx.to_string()]).ok()?;
+                cli(d, &["detach", &lc.to_string()]).ok()?;
+                cli(d, &["unload", &x.to_string()]).ok()?;
+                cli(d, &["unload", &c.to_string()]).ok()?;
+            }
+            Scenario::Tracepoint => {
+                let p = load(&tr, "tracepoint:tp_count", &[])?;
+                let l = attach(p, &["tracepoint", "-t", "syscalls/sys_enter_getpid"])?;
+                cli(d, &["detach", &l.to_string()]).ok()?;
+                cli(d, &["unload", &p.to_string()]).ok()?;
+            }
+            Scenario::Dispatcher => {
+                let pass = "ret_code=02000000";
+                let drop = "ret_code=01000000";
+                let a = load(&xdp, "xdp:xdp_chain", &["-g", pass])?;
+                let b = load(&xdp, "xdp:xdp_chain", &["-g", drop])?;
+                let c = load(&xdp, "xdp:xdp_chain", &["-g", pass])?;
+                let la = attach(a, &["xdp", "-i", &ns.host_if, "-p", "10"])?;
+                let lb = attach(b, &["xdp", "-i", &ns.host_if, "-p", "20"])?;
+                let lc = attach(c, &["xdp", "-i", &ns.host_if, "-p", "30"])?;
+                cli(d, &["detach", &lb.to_string()]).ok()?;
+                cli(d, &["detach", &la.to_string()]).ok()?;
+                cli(d, &["detach", &lc.to_string()]).ok()?;
+                for p in [a, b, c] {
+                    cli(d, &["unload", &p.to_string()]).ok()?;
+                }
+            }
+        }
+        Some(())
+    })();
+}
+
+/// After a restart: everything agrees, and traffic meets what the store says.
+/// Returns the problems found (empty: consistent).
+fn check(d: &Daemon, ns: &Netns) -> Vec<String> {
+    let mut problems = Vec::new();
+    match cli(d, &["system", "reconcile"]) {
+        Ok(v) => {
+            let actions = v["actions"].as_array().cloned().unwrap_or_default();
+            if !actions.is_empty() {
+                problems.push(format!(
+                    "a second reconcile still found differences: {actions:?}"
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("reconcile failed: {e}")),
+    }
+    let links = cli(d, &["list", "links"]).unwrap_or(Value::Null);
+    let programs = cli(d, &["list", "programs"]).unwrap_or(Value::Null);
+    let names: BTreeMap<u64, String> = programs
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| Some((p["id"].as_u64()?, p["name"].as_str()?.to_string())))
+        .collect();
+    // Which recorded links drop ICMP on the veth?
+    let mut drops = false;
+    for l in links.as_array().cloned().unwrap_or_default() {
+        let name = l["program_id"]
+            .as_u64()
+            .and_then(|id| names.get(&id))
+            .cloned()
+            .unwrap_or_default();
+        let on_veth = l["iface"].as_str() == Some(ns.host_if.as_str());
+        if on_veth && (name == "xdp_drop_proto" || name == "tc_drop_icmp") {
+            drops = true;
+        }
+        if on_veth && name == "xdp_chain" {
+            // In the dispatcher scenario the dropping copy has its global set to drop.
+            let p =
+                cli(d, &["get", "program", &l["program_id"].to_string()]).unwrap_or(Value::Null);
+            if p.to_string().contains("01000000") {
+                drops = true;
+            }
+        }
+    }
+    if ping(ns) == drops {
+        problems.push(format!(
+            "traffic does not match the store: recorded links {} ICMP, but ping {}",
+            if drops { "drop" } else { "pass" },
+            if drops { "passed" } else { "failed" }
+        ));
+    }
+    problems
+}
+
+/// Ids of the kernel's programs now (to tell this run's leaks from others' programs).
+fn kernel_program_ids(d: &Daemon) -> Vec<u64> {
+    cli(d, &["list", "programs", "--all"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// Unloads everything and checks that nothing is left: pins, kernel programs, hooks.
+fn clean_up(d: &Daemon, ns: &Netns, before: &[u64]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for p in cli(d, &["list", "programs"])
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+    {
+        if let Some(id) = p["id"].as_u64()
+            && let Err(e) = cli(d, &["unload", &id.to_string()])
+        {
+            problems.push(format!("unloading {id}: {e}"));
+        }
+    }
+    let pins: Vec<String> = d
+        .pins()
+        .into_iter()
+        .filter(|p| !p.starts_with("dispatchers/ext-target"))
+        .collect();
+    if !pins.is_empty() {
+        problems.push(format!("pins left after unloading everything: {pins:?}"));
+    }
+    // The kernel frees unpinned programs once their last reference goes (RCU): poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let leaked: Vec<String> = cli(d, &["list", "programs", "--all"])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p["id"].as_u64().is_some_and(|id| !before.contains(&id)))
+            .filter_map(|p| p["name"].as_str().map(String::from))
+            .filter(|n| TEST_PROGRAMS.contains(&n.as_str()) || n.contains("dispatcher"))
+            .collect();
+        if leaked.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            problems.push(format!("kernel programs leaked: {leaked:?}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let xdp = Command::new("ip")
+        .args(["link", "show", &ns.host_if])
+        .output();
+    if xdp
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
+        .unwrap_or(false)
+    {
+        problems.push(format!("an XDP program is still on {}", ns.host_if));
+    }
+    if !ping(ns) {
+        problems.push("ping fails with nothing attached".into());
+    }
+    problems
+}
+
+struct Tally {
+    runs: u32,
+    by_point: BTreeMap<String, (u32, u32)>, // (runs, daemon died there)
+    random_kills: u32,
+    problems: Vec<String>,
+}
+
+impl Tally {
+    fn print(&self, title: &str) {
+        eprintln!("\n== crash tally ({title}) ==");
+        eprintln!("runs: {}", self.runs);
+        for (p, (n, hit)) in &self.by_point {
+            eprintln!("  fault point {p:<18} runs {n:>3}  daemon killed there {hit:>3}");
+        }
+        eprintln!("  random SIGKILLs: {}", self.random_kills);
+        eprintln!("inconsistencies or leaks found: {}", self.problems.len());
+        for p in &self.problems {
+            eprintln!("  - {p}");
+        }
+    }
+}
+
+/// One run: a daemon armed with `fault` (or killed after `kill_after`), the life cycle,
+/// a restart, the checks, and a full clean-up.
+fn run_once(
+    d: &mut Daemon,
+    ns: &Netns,
+    s: Scenario,
+    fault: Option<&str>,
+    kill_after: Option<Duration>,
+    tally: &mut Tally,
+) {
+    let before = kernel_program_ids(d);
+    d.sigkill();
+    match fault {
+        Some(f) => d.set_env(&[("BPFMAN_FAULT", f)]),
+        None => d.set_env(&[]),
+    }
+    d.spawn();
+    let killer = kill_after.and_then(|t| {
+        let pid = d.pid()?;
+        Some(std::thread::spawn(move || {
+            std::thread::sleep(t);
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }))
+    });
+    life_cycle(d, ns, s);
+    if let Some(k) = killer {
+        let _ = k.join();
+    }
+    let died = d.exited();
+    if let Some(f) = fault {
+        let e = tally.by_point.entry(f.to_string()).or_default();
+        e.0 += 1;
+        if died {
+            e.1 += 1;
+        }
+    } else if kill_after.is_some() {
+        tally.random_kills += 1;
+    }
+    d.sigkill();
+    d.set_env(&[]);
+    d.spawn();
+    tally.runs += 1;
+    let label = format!("{s:?} fault={fault:?} kill_after={kill_after:?}");
+    for p in check(d, ns) {
+        tally.problems.push(format!("{label}: {p}"));
+    }
+    for p in clean_up(d, ns, &before) {
+        tally.problems.push(format!("{label}: {p}"));
+    }
+}
+
+#[test]
+fn crash_at_every_point_and_at_random_then_restart() {
+    require_root!();
+    let runs: u32 = std::env::var("BPFMAN_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut d = Daemon::start();
+    let ns = Netns::new();
+    let mut scenarios = vec![Scenario::Xdp, Scenario::Tracepoint];
+    if has_feature(&d, "tcx") {
+        scenarios.push(Scenario::Tcx);
+    }
+    let mut tally = Tally {
+        runs: 0,
+        by_point: BTreeMap::new(),
+        random_kills: 0,
+        problems: Vec::new(),
+    };
+    // Every fault point in every scenario (points a scenario never reaches just run it
+    // through, then the daemon is SIGKILLed at the end).
+    for s in &scenarios {
+        for p in bpfman::fault::POINTS {
+            run_once(&mut d, &ns, *s, Some(p), None, &mut tally);
+        }
+    }
+    // The rest: SIGKILL at a pseudo-random moment (fixed seed, so a failure replays).
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    while tally.runs < runs {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let s = scenarios[(x % scenarios.len() as u64) as usize];
+        let after = Duration::from_millis((x >> 8) % 120);
+        run_once(&mut d, &ns, s, None, Some(after), &mut tally);
+    }
+    tally.print("host");
+    assert!(
+        tally.problems.is_empty(),
+        "{} problem(s), listed above",
+        tally.problems.len()
+    );
+}
+
+/// The same through XDP dispatcher rebuilds (needs freplace: the VM runs it).
+#[test]
+fn crash_at_every_point_during_dispatcher_rebuilds() {
+    require_root!();
+    let mut d = Daemon::start();
+    if !has_feature(&d, "freplace") {
+        eprintln!(
+            "SKIP crash during dispatcher rebuilds: no freplace here; scripts/vm-test.sh runs it"
+        );
+        return;
+    }
+    let ns = Netns::new();
+    let mut tally = Tally {
+        runs: 0,
+        by_point: BTreeMap::new(),
+        random_kills: 0,
+        problems: Vec::new(),
+    };
+    for p in bpfman::fault::POINTS
+        .iter()
+        .filter(|p| !p.starts_with("load") && !p.starts_with("unload"))
+    {
+        run_once(&mut d, &ns, Scenario::Dispatcher, Some(p), None, &mut tally);
+    }
+    for ms in [300u64, 900, 1500, 2500] {
+        run_once(
+            &mut d,
+            &ns,
+            Scenario::Dispatcher,
+            None,
+            Some(Duration::from_millis(ms)),
+            &mut tally,
+        );
+    }
+    tally.print("dispatcher, VM");
+    assert!(
+        tally.problems.is_empty(),
+        "{} problem(s), listed above",
+        tally.problems.len()
+    );
+}
