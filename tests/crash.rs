@@ -415,3 +415,139 @@ fn crash_at_every_point_during_dispatcher_rebuilds() {
         tally.problems.len()
     );
 }
+
+/// Outside interference: a link's pin removed by hand and an interface deleted under
+/// attached programs. The background reconciliation notices both, removes the records,
+/// and says what it found; nothing else is touched.
+#[test]
+fn outside_interference_is_noticed() {
+    require_root!();
+    let d = Daemon::start_with_config("[daemon]\nreconcile_interval_secs = 1\n");
+    let ns = Netns::new();
+    let keep = Netns::new();
+    let load = |path: &str, prog: &str| {
+        cli(&d, &["load", "file", "--path", path, "--programs", prog]).unwrap()[0]["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let attach = |id: u64, rest: &[&str]| {
+        let mut a = vec!["attach".to_string(), id.to_string()];
+        a.extend(rest.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        cli(&d, &a).unwrap()["link_id"].as_u64().unwrap()
+    };
+    let x = load(&obj("xdp_test.bpf.o"), "xdp:xdp_count_pass");
+    let lx = attach(x, &["xdp", "-i", &ns.host_if, "-p", "10"]);
+    let kept_prog = load(&obj("xdp_test.bpf.o"), "xdp:xdp_drop_proto");
+    let kept = attach(kept_prog, &["xdp", "-i", &keep.host_if, "-p", "10"]);
+    let t = load(&obj("tracing_test.bpf.o"), "tracepoint:tp_count");
+    let lt = attach(t, &["tracepoint", "-t", "syscalls/sys_enter_getpid"]);
+    // Behind the daemon's back: the interface goes, and a pin is removed.
+    let st = Command::new("ip")
+        .args(["link", "del", &ns.host_if])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(d.bpffs().join("links").join(lt.to_string())).expect("removing a pin");
+    // Without any call, the daemon notices within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let links: Vec<u64> = cli(&d, &["list", "links"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["link_id"].as_u64())
+            .collect();
+        if links == vec![kept] || Instant::now() > deadline {
+            break links;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        left,
+        vec![kept],
+        "links {lx} and {lt} should have been noticed as gone"
+    );
+    let log = d.log();
+    assert!(
+        log.contains(&format!("link {lx}")) && log.contains("the kernel detached it"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("link {lt}")) && log.contains("is gone"),
+        "{log}"
+    );
+    // The untouched interface still runs its program.
+    assert!(!ping(&keep), "the program on the other interface stopped");
+    // The programs stay loaded; they can be attached again.
+    cli(&d, &["get", "program", &x.to_string()]).expect("program kept");
+}
+
+/// Limits: programs, links and request size, each with an error that names the setting.
+#[test]
+fn limits_are_enforced_with_clear_errors() {
+    require_root!();
+    let d = Daemon::start_with_config(
+        "[daemon]\nmax_programs = 2\nmax_links = 1\nmax_request_bytes = 2048\n",
+    );
+    let tr = obj("tracing_test.bpf.o");
+    let load = || {
+        cli(
+            &d,
+            &[
+                "load",
+                "file",
+                "--path",
+                &tr,
+                "--programs",
+                "tracepoint:tp_count",
+            ],
+        )
+    };
+    let a = load().unwrap()[0]["id"].as_u64().unwrap();
+    load().unwrap();
+    let e = load().unwrap_err();
+    assert!(e.contains("max_programs"), "{e}");
+    cli(
+        &d,
+        &[
+            "attach",
+            &a.to_string(),
+            "tracepoint",
+            "-t",
+            "syscalls/sys_enter_getpid",
+        ],
+    )
+    .unwrap();
+    let e = cli(
+        &d,
+        &[
+            "attach",
+            &a.to_string(),
+            "tracepoint",
+            "-t",
+            "syscalls/sys_enter_getppid",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("max_links"), "{e}");
+    let big = format!("target_tgid={}", "00".repeat(4000));
+    let e = cli(
+        &d,
+        &[
+            "load",
+            "file",
+            "--path",
+            &tr,
+            "--programs",
+            "tracepoint:tp_count",
+            "-g",
+            &big,
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("too large") && e.contains("2048"), "{e}");
+    // The daemon keeps serving.
+    cli(&d, &["list", "programs"]).expect("still serving");
+}

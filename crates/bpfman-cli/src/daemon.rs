@@ -186,6 +186,31 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             }
             Err(e) => warn!("cannot watch SIGHUP: {e}"),
         }
+        let max_request = config.daemon.max_request_bytes;
+        // Background reconciliation: notices what changed behind the daemon's back.
+        let every = config.daemon.reconcile_interval_secs;
+        if every > 0 {
+            let m = service.manager.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let m = m.clone();
+                    match tokio::task::spawn_blocking(move || m.reconcile()).await {
+                        Ok(Ok(r)) if !r.actions.is_empty() => {
+                            warn!(
+                                "background reconcile repaired {} difference(s)",
+                                r.actions.len()
+                            )
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!("background reconcile failed: {e}"),
+                        Err(e) => warn!("background reconcile panicked: {e}"),
+                    }
+                }
+            });
+        }
         info!("serving on {}", socket.display());
         let shutdown = async {
             let mut term =
@@ -204,8 +229,8 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             info!("shutting down; programs stay pinned and attached");
         };
         tonic::transport::Server::builder()
-            .add_service(BpfmanServer::new(service.clone()))
-            .add_service(BpfmanExtServer::new(service))
+            .add_service(BpfmanServer::new(service.clone()).max_decoding_message_size(max_request))
+            .add_service(BpfmanExtServer::new(service).max_decoding_message_size(max_request))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
             .await
             .context("serving the API")?;

@@ -23,6 +23,52 @@ pub struct Config {
     /// Bytecode images: cache, registries, signatures (see docs/images.md).
     #[serde(default)]
     pub images: ImagesConfig,
+    /// Limits and background work (see docs/reliability.md).
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Seconds between background reconciliations that notice outside interference
+    /// (pins removed, interfaces or namespaces deleted); 0 turns them off. Default 30.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval_secs: u64,
+    /// The largest API request accepted, in bytes. Default 4 MiB.
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: usize,
+    /// The most programs the daemon keeps loaded (all callers together). Default 1024.
+    #[serde(default = "default_max_programs")]
+    pub max_programs: u32,
+    /// The most links (all callers together). Default 4096.
+    #[serde(default = "default_max_links")]
+    pub max_links: u32,
+}
+
+fn default_reconcile_interval() -> u64 {
+    30
+}
+fn default_max_request() -> usize {
+    4 << 20
+}
+fn default_max_programs() -> u32 {
+    1024
+}
+fn default_max_links() -> u32 {
+    4096
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_interval_secs: default_reconcile_interval(),
+            max_request_bytes: default_max_request(),
+            max_programs: default_max_programs(),
+            max_links: default_max_links(),
+        }
+    }
 }
 
 /// `[images]`.

@@ -402,6 +402,14 @@ impl Manager {
                 )));
             }
         }
+        let (total_programs, _) = self.counts()?;
+        let max = self.config.daemon.max_programs as u64;
+        if total_programs + req.programs.len() as u64 > max {
+            return Err(Error::precondition(format!(
+                "the daemon already keeps {total_programs} programs loaded; {max} is its limit \
+                 ([daemon] max_programs); unload some first"
+            )));
+        }
         let owned = self.store.count_owned_programs(caller.uid)?;
         let kinds: Vec<ProgramKind> = req.programs.iter().map(|p| p.kind).collect();
         let attach_fns: Vec<&str> = req
@@ -677,6 +685,14 @@ impl Manager {
         let plock = self.lock(format!("prog/{program_id}"));
         let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let p = self.managed(program_id)?;
+        let (_, total_links) = self.counts()?;
+        let max = self.config.daemon.max_links as u64;
+        if total_links >= max {
+            return Err(Error::precondition(format!(
+                "the daemon already keeps {total_links} links; {max} is its limit \
+                 ([daemon] max_links); detach some first"
+            )));
+        }
         let owned_links = self.store.count_owned_links(caller.uid)?;
         self.authorize(
             caller,
@@ -1509,6 +1525,7 @@ impl Manager {
                 orphan(e.path(), what, known);
             }
         }
+        self.reconcile_interfaces(&mut report)?;
         self.reconcile_dispatchers(&mut report)?;
         for a in &report.actions {
             warn!("reconcile: {a}");
@@ -1675,6 +1692,46 @@ impl Manager {
                         .actions
                         .push(format!("extension pin ext/{name} had no link; removed it"));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Links on interfaces or namespaces deleted (or replaced) behind the daemon's back:
+    /// the kernel has already detached them; the records and pins go too.
+    fn reconcile_interfaces(&self, report: &mut ReconcileReport) -> Result<()> {
+        for l in self.store.links(None)? {
+            let Some(h) = l.spec.net_hook() else { continue };
+            let gone = match self.kernel.check_interface(h) {
+                Err(e) => Some(e.to_string()),
+                Ok(ifindex) if l.ifindex.is_some_and(|i| i != ifindex) => Some(format!(
+                    "interface {} was deleted and created again (ifindex {} now, {} then)",
+                    h.iface,
+                    ifindex,
+                    l.ifindex.unwrap_or(0)
+                )),
+                Ok(_) => None,
+            };
+            if let Some(why) = gone {
+                let hook_lock = l.hook.as_ref().map(|k| self.lock(format!("hook/{k}")));
+                let _g = match &hook_lock {
+                    Some(lk) => Some(lk.lock().map_err(|_| Error::internal("lock poisoned"))?),
+                    None => None,
+                };
+                let pin = Path::new(&l.pin_path);
+                // A dispatched link's pin is its extension (or its program's own pin):
+                // leave the program; drop only what belongs to the link.
+                if pin.starts_with(self.kernel.bpffs().join("links")) {
+                    let _ = self.kernel.detach(pin);
+                }
+                let _ = std::fs::remove_file(self.ext_pin(l.id));
+                self.store.delete_link(l.id)?;
+                report.actions.push(format!(
+                    "link {} (program {}, {}): {why}; the kernel detached it, record removed",
+                    l.id,
+                    l.program_id,
+                    l.spec.target()
+                ));
             }
         }
         Ok(())
