@@ -72,8 +72,16 @@ enum Scenario {
     Dispatcher,
 }
 
-/// The whole life cycle of a scenario; stops at the first failed call (the daemon died).
-fn life_cycle(d: &Daemon, ns: &Netns, s: Scenario) {
+/// The whole life cycle of a scenario; stops at the first failed call (the daemon died)
+/// and returns that call's error.
+fn life_cycle(d: &Daemon, ns: &Netns, s: Scenario) -> Option<String> {
+    let err = std::cell::RefCell::new(None);
+    let note = |e: String| {
+        err.borrow_mut().get_or_insert(e);
+    };
+    let cli = |d: &Daemon, args: &[&str]| -> Result<Value, String> {
+        cli(d, args).inspect_err(|e| note(format!("bpfman {}: {}", args.join(" "), e.trim())))
+    };
     let load = |path: &str, prog: &str, extra: &[&str]| -> Option<u64> {
         let mut a = vec!["load", "file", "--path", path, "--programs", prog];
         a.extend_from_slice(extra);
@@ -131,6 +139,7 @@ fn life_cycle(d: &Daemon, ns: &Netns, s: Scenario) {
         }
         Some(())
     })();
+    err.into_inner()
 }
 
 /// After a restart: everything agrees, and traffic meets what the store says.
@@ -213,6 +222,12 @@ fn clean_up(d: &Daemon, ns: &Netns, before: &[u64]) -> Vec<String> {
             problems.push(format!("unloading {id}: {e}"));
         }
     }
+    // The shared extension targets are daemon infrastructure, kept across attaches;
+    // unpin them too so their programs do not count as leaks (the daemon makes them
+    // again when needed).
+    for t in ["ext-target", "ext-target-tc"] {
+        let _ = std::fs::remove_file(d.bpffs().join("dispatchers").join(t));
+    }
     let pins: Vec<String> = d
         .pins()
         .into_iter()
@@ -258,6 +273,7 @@ fn clean_up(d: &Daemon, ns: &Netns, before: &[u64]) -> Vec<String> {
 }
 
 struct Tally {
+    notes: Vec<String>,
     runs: u32,
     by_point: BTreeMap<String, (u32, u32)>, // (runs, daemon died there)
     random_kills: u32,
@@ -272,6 +288,9 @@ impl Tally {
             eprintln!("  fault point {p:<18} runs {n:>3}  daemon killed there {hit:>3}");
         }
         eprintln!("  random SIGKILLs: {}", self.random_kills);
+        for n in &self.notes {
+            eprintln!("  note: {n}");
+        }
         eprintln!("inconsistencies or leaks found: {}", self.problems.len());
         for p in &self.problems {
             eprintln!("  - {p}");
@@ -303,11 +322,22 @@ fn run_once(
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }))
     });
-    life_cycle(d, ns, s);
+    let stopped = life_cycle(d, ns, s);
     if let Some(k) = killer {
         let _ = k.join();
     }
-    let died = d.exited();
+    // An aborting daemon may take a moment to be gone (core dump).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut died = d.exited();
+    while fault.is_some() && stopped.is_some() && !died && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        died = d.exited();
+    }
+    if let (Some(f), Some(e), false) = (fault, &stopped, died) {
+        tally.notes.push(format!(
+            "{s:?} with {f} armed stopped before reaching it: {e}"
+        ));
+    }
     if let Some(f) = fault {
         let e = tally.by_point.entry(f.to_string()).or_default();
         e.0 += 1;
@@ -344,6 +374,7 @@ fn crash_at_every_point_and_at_random_then_restart() {
         scenarios.push(Scenario::Tcx);
     }
     let mut tally = Tally {
+        notes: Vec::new(),
         runs: 0,
         by_point: BTreeMap::new(),
         random_kills: 0,
@@ -387,6 +418,7 @@ fn crash_at_every_point_during_dispatcher_rebuilds() {
     }
     let ns = Netns::new();
     let mut tally = Tally {
+        notes: Vec::new(),
         runs: 0,
         by_point: BTreeMap::new(),
         random_kills: 0,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod fault;
+pub mod fuzzing;
 pub mod image;
 pub mod kernel;
 pub mod manager;
