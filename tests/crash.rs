@@ -583,3 +583,132 @@ fn limits_are_enforced_with_clear_errors() {
     // The daemon keeps serving.
     cli(&d, &["list", "programs"]).expect("still serving");
 }
+
+/// Programs declared in programs.d: loaded and attached at start, loaded again after a
+/// "reboot" (runtime dir and bpffs gone), replaced when their file changes, unloaded when
+/// it goes; a broken file is reported and changes nothing.
+#[test]
+fn programs_d_survives_reboot_and_follows_file_changes() {
+    require_root!();
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pd = dir.path().join("programs.d");
+    std::fs::create_dir_all(&pd).unwrap();
+    let decl = |proto: &str| {
+        format!(
+            r#"
+[[program]]
+name = "drop-icmp"
+file = "{}"
+function = "xdp_drop_proto"
+type = "xdp"
+global = {{ drop_proto = "{proto}" }}
+metadata = {{ team = "net" }}
+[[program.attach]]
+type = "xdp"
+iface = "{}"
+priority = 50
+
+[[program]]
+name = "count-getpid"
+file = "{}"
+function = "tp_count"
+type = "tracepoint"
+[[program.attach]]
+type = "tracepoint"
+tracepoint = "syscalls/sys_enter_getpid"
+"#,
+            obj("xdp_test.bpf.o"),
+            ns.host_if,
+            obj("tracing_test.bpf.o")
+        )
+    };
+    std::fs::write(pd.join("net.toml"), decl("01")).unwrap();
+    let mut d = Daemon::start_with_config(&format!(
+        "[daemon]\nprograms_dir = \"{}\"\nreconcile_interval_secs = 1\n",
+        pd.display()
+    ));
+    let wait_for = |d: &Daemon, what: &str, f: &dyn Fn(&Vec<Value>) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let progs = cli(d, &["list", "programs"])
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            if f(&progs) {
+                return progs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {progs:?}\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let static_count = |progs: &Vec<Value>| {
+        progs
+            .iter()
+            .filter(|p| p.to_string().contains("bpfman.io/static"))
+            .count()
+    };
+    let attached = |progs: &Vec<Value>| {
+        progs
+            .iter()
+            .filter(|p| p["links"].as_array().is_some_and(|l| !l.is_empty()))
+            .count()
+    };
+    wait_for(&d, "the declared programs", &|p| {
+        static_count(p) == 2 && attached(p) == 2
+    });
+    assert!(!ping(&ns), "the declared ICMP dropper is not running");
+    // A reboot: the daemon dies, /run is wiped (bpffs unmounted, runtime dir removed).
+    d.sigkill();
+    let _ = Command::new("umount").arg(d.runtime.join("fs")).status();
+    std::fs::remove_dir_all(&d.runtime).expect("wiping the runtime dir");
+    assert!(ping(&ns), "programs survived the simulated reboot");
+    d.spawn();
+    wait_for(&d, "the declared programs after the reboot", &|p| {
+        static_count(p) == 2 && attached(p) == 2
+    });
+    assert!(
+        !ping(&ns),
+        "the declared program was not attached again after the reboot"
+    );
+    // Edit the declaration: drop TCP instead; the program is replaced, ping passes.
+    let xdp_id = |p: &Vec<Value>| {
+        p.iter()
+            .find(|x| x["name"] == "xdp_drop_proto")
+            .and_then(|x| x["id"].as_u64())
+    };
+    let before = xdp_id(&cli(&d, &["list", "programs"]).unwrap().as_array().unwrap().clone());
+    std::fs::write(pd.join("net.toml"), decl("06")).unwrap();
+    wait_for(&d, "the replaced program", &|p| {
+        static_count(p) == 2 && attached(p) == 2 && xdp_id(p).is_some() && xdp_id(p) != before
+    });
+    assert!(
+        ping(&ns),
+        "the changed declaration (drop TCP) still drops ICMP"
+    );
+    // A broken file: reported, nothing changes.
+    std::fs::write(pd.join("broken.toml"), "[[program]]\nname = \n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        d.log().contains("broken.toml at line"),
+        "the broken file was not reported"
+    );
+    assert_eq!(
+        static_count(
+            &cli(&d, &["list", "programs"])
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .clone()
+        ),
+        2
+    );
+    // Remove the declarations: the programs go.
+    std::fs::remove_file(pd.join("net.toml")).unwrap();
+    wait_for(&d, "the programs to be unloaded", &|p| static_count(p) == 0);
+    assert!(ping(&ns));
+}

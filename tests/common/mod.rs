@@ -85,6 +85,15 @@ impl Daemon {
         let runtime = dir.path().join("run");
         // Each daemon gets its own image cache; `@DIR@` in a config is the test's dir.
         let mut config = config.replace("@DIR@", &dir.path().display().to_string());
+        // And its own programs.d (never the machine's /etc/bpfman/programs.d).
+        let programs_dir = format!("programs_dir = \"{}/programs.d\"\n", dir.path().display());
+        if config.contains("[daemon]") {
+            if !config.contains("programs_dir") {
+                config = config.replacen("[daemon]\n", &format!("[daemon]\n{programs_dir}"), 1);
+            }
+        } else {
+            config = format!("{config}\n[daemon]\n{programs_dir}");
+        }
         if !config.contains("[images]") {
             config = format!(
                 "{config}\n[images]\ncache_dir = \"{}/images\"\n",

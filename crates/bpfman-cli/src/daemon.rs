@@ -109,6 +109,28 @@ fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener>
     Ok(listener)
 }
 
+/// Names, sizes and modification times of a directory's `*.toml` files: changes when
+/// any file is added, removed or edited.
+fn dir_signature(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+                .map(|e| {
+                    let md = e.metadata().ok();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        md.as_ref().map(|m| m.len()).unwrap_or(0),
+                        md.and_then(|m| m.modified().ok()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     // Few malloc arenas: the daemon's threads are mostly idle, and per-thread arenas
     // would keep every burst's peak resident.
@@ -187,6 +209,32 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             Err(e) => warn!("cannot watch SIGHUP: {e}"),
         }
         let max_request = config.daemon.max_request_bytes;
+        // Static programs: applied now, then whenever the directory changes (polled
+        // every 2 s), and retried with each background reconciliation.
+        let programs_dir = config.daemon.programs_dir.clone();
+        {
+            let m = service.manager.clone();
+            let dir = programs_dir.clone();
+            tokio::spawn(async move {
+                let mut seen = None;
+                loop {
+                    let sig = dir_signature(&dir);
+                    if seen.as_ref() != Some(&sig) {
+                        seen = Some(sig);
+                        let (m, d) = (m.clone(), dir.clone());
+                        if let Ok(report) =
+                            tokio::task::spawn_blocking(move || bpfman::statics::apply(&m, &d))
+                                .await
+                        {
+                            for r in report {
+                                info!("programs.d: {r}");
+                            }
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+            });
+        }
         // Background reconciliation: notices what changed behind the daemon's back.
         let every = config.daemon.reconcile_interval_secs;
         if every > 0 {
@@ -197,7 +245,18 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                 loop {
                     tick.tick().await;
                     let m = m.clone();
-                    match tokio::task::spawn_blocking(move || m.reconcile()).await {
+                    let dir = programs_dir.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        let r = m.reconcile();
+                        for line in bpfman::statics::apply(&m, &dir) {
+                            if line.contains("loaded as") || line.contains("attached to") {
+                                info!("programs.d: {line}");
+                            }
+                        }
+                        r
+                    })
+                    .await
+                    {
                         Ok(Ok(r)) if !r.actions.is_empty() => {
                             warn!(
                                 "background reconcile repaired {} difference(s)",

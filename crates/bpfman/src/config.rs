@@ -45,6 +45,14 @@ pub struct DaemonConfig {
     /// The most links (all callers together). Default 4096.
     #[serde(default = "default_max_links")]
     pub max_links: u32,
+    /// Programs declared in files (`*.toml`), loaded at start and kept in line with the
+    /// files. Default /etc/bpfman/programs.d.
+    #[serde(default = "default_programs_dir")]
+    pub programs_dir: PathBuf,
+}
+
+fn default_programs_dir() -> PathBuf {
+    PathBuf::from("/etc/bpfman/programs.d")
 }
 
 fn default_reconcile_interval() -> u64 {
@@ -67,6 +75,7 @@ impl Default for DaemonConfig {
             max_request_bytes: default_max_request(),
             max_programs: default_max_programs(),
             max_links: default_max_links(),
+            programs_dir: default_programs_dir(),
         }
     }
 }

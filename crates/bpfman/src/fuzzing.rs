@@ -40,6 +40,13 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// Static program files (programs.d).
+pub fn statics(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::statics::parse(text, "fuzz");
+    }
+}
+
 /// Keys, signatures, signed payloads, credentials and references.
 pub fn cosign(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod manager;
 pub mod model;
 pub mod policy;
+pub mod statics;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
