@@ -56,7 +56,11 @@ fn cli(d: &Daemon, args: &[&str]) -> Result<Value, String> {
     if out.status.success() {
         serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        Err(format!(
+            "{} ({})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        ))
     }
 }
 
@@ -277,6 +281,8 @@ struct Tally {
     runs: u32,
     by_point: BTreeMap<String, (u32, u32)>, // (runs, daemon died there)
     random_kills: u32,
+    /// Random kills that landed before the life cycle finished.
+    random_interrupted: u32,
     problems: Vec<String>,
 }
 
@@ -287,7 +293,10 @@ impl Tally {
         for (p, (n, hit)) in &self.by_point {
             eprintln!("  fault point {p:<18} runs {n:>3}  daemon killed there {hit:>3}");
         }
-        eprintln!("  random SIGKILLs: {}", self.random_kills);
+        eprintln!(
+            "  random SIGKILLs: {} ({} of them interrupted the life cycle, the rest hit an idle daemon)",
+            self.random_kills, self.random_interrupted
+        );
         for n in &self.notes {
             eprintln!("  note: {n}");
         }
@@ -346,6 +355,9 @@ fn run_once(
         }
     } else if kill_after.is_some() {
         tally.random_kills += 1;
+        if stopped.is_some() {
+            tally.random_interrupted += 1;
+        }
     }
     d.sigkill();
     d.set_env(&[]);
@@ -378,6 +390,7 @@ fn crash_at_every_point_and_at_random_then_restart() {
         runs: 0,
         by_point: BTreeMap::new(),
         random_kills: 0,
+        random_interrupted: 0,
         problems: Vec::new(),
     };
     // Every fault point in every scenario (points a scenario never reaches just run it
@@ -422,6 +435,7 @@ fn crash_at_every_point_during_dispatcher_rebuilds() {
         runs: 0,
         by_point: BTreeMap::new(),
         random_kills: 0,
+        random_interrupted: 0,
         problems: Vec::new(),
     };
     for p in bpfman::fault::POINTS
@@ -681,7 +695,13 @@ tracepoint = "syscalls/sys_enter_getpid"
             .find(|x| x["name"] == "xdp_drop_proto")
             .and_then(|x| x["id"].as_u64())
     };
-    let before = xdp_id(&cli(&d, &["list", "programs"]).unwrap().as_array().unwrap().clone());
+    let before = xdp_id(
+        &cli(&d, &["list", "programs"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone(),
+    );
     std::fs::write(pd.join("net.toml"), decl("06")).unwrap();
     wait_for(&d, "the replaced program", &|p| {
         static_count(p) == 2 && attached(p) == 2 && xdp_id(p).is_some() && xdp_id(p) != before

@@ -504,6 +504,9 @@ impl Manager {
                 .zip(shared_dir)
                 .map(|(o, d)| (d, o.maps.clone())),
         };
+        // Parse the object ourselves first: a malformed one gets a clear error here
+        // rather than reaching the kernel loader.
+        crate::image::format::inspect_elf(&bytes, "the bytecode")?;
         let loaded = self.kernel.load(bytes, plan)?;
         fault::point("load.pinned");
 

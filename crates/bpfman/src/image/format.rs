@@ -372,7 +372,13 @@ pub fn inspect_elf(bytes: &[u8], what: &str) -> Result<ElfInfo> {
             "{what} is an ELF file for machine {machine}, not eBPF (EM_BPF = 247)"
         )));
     }
-    let obj = aya_obj::Object::parse(bytes)
+    // aya-obj panics on some malformed objects (found by fuzzing): contain it.
+    let obj = std::panic::catch_unwind(|| aya_obj::Object::parse(bytes))
+        .map_err(|_| {
+            Error::invalid(format!(
+                "{what}: not a valid eBPF object (its symbols or sections are inconsistent)"
+            ))
+        })?
         .map_err(|e| Error::invalid(format!("{what}: not a valid eBPF object: {e}")))?;
     let mut labels = Labels::default();
     for (name, p) in &obj.programs {

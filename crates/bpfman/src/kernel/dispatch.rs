@@ -143,7 +143,7 @@ impl Kernel {
                     .map_err(|e| kerr(format!("pinning the dispatcher at {}", pin.display()), e))?;
                 Ok(id)
             })
-            .ok_or_else(|| Error::internal("the loader thread is gone"))?
+            .ok_or_else(|| Error::internal("the loader failed (see the daemon log)"))?
     }
 
     /// Puts the program pinned at `prog` on the hook as a classic TC filter (clsact
@@ -290,7 +290,7 @@ impl Kernel {
                     .map_err(|e| kerr(format!("pinning the extension at {}", pin.display()), e))?;
                 Ok(id)
             })
-            .ok_or_else(|| Error::internal("the loader thread is gone"))?
+            .ok_or_else(|| Error::internal("the loader failed (see the daemon log)"))?
     }
 
     /// Attaches the extension pinned at `ext` into `slot` of the dispatcher pinned at

@@ -185,7 +185,7 @@ impl Kernel {
                 }
                 r
             })
-            .ok_or_else(|| Error::internal("the loader thread is gone"))?
+            .ok_or_else(|| Error::internal("the loader failed (see the daemon log)"))?
     }
 
     pub fn fast_loader(&self) -> bool {

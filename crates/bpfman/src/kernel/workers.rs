@@ -102,7 +102,21 @@ impl Workers {
     pub fn load<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            // A panic inside aya (a malformed object can cause one) must not take the
+            // loader thread down: it is reported and the caller gets an error.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                Ok(v) => {
+                    let _ = tx.send(v);
+                }
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    warn!("a loader job panicked (malformed input?): {msg}");
+                }
+            }
         });
         self.loaders.lock().ok()?.send(job).ok()?;
         rx.recv().ok()
