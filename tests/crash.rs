@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 use common::{BPFMAN, Daemon, Netns, has_feature, obj};
 use serde_json::Value;
 
+/// The tests here count the kernel's programs to find leaks, so they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 const TEST_PROGRAMS: &[&str] = &[
     "xdp_drop_proto",
     "xdp_count_pass",
@@ -375,6 +382,7 @@ fn run_once(
 #[test]
 fn crash_at_every_point_and_at_random_then_restart() {
     require_root!();
+    let _serial = serial();
     let runs: u32 = std::env::var("BPFMAN_CRASH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -422,6 +430,7 @@ fn crash_at_every_point_and_at_random_then_restart() {
 #[test]
 fn crash_at_every_point_during_dispatcher_rebuilds() {
     require_root!();
+    let _serial = serial();
     let mut d = Daemon::start();
     if !has_feature(&d, "freplace") {
         eprintln!(
@@ -468,6 +477,7 @@ fn crash_at_every_point_during_dispatcher_rebuilds() {
 #[test]
 fn outside_interference_is_noticed() {
     require_root!();
+    let _serial = serial();
     let d = Daemon::start_with_config("[daemon]\nreconcile_interval_secs = 1\n");
     let ns = Netns::new();
     let keep = Netns::new();
@@ -534,6 +544,7 @@ fn outside_interference_is_noticed() {
 #[test]
 fn limits_are_enforced_with_clear_errors() {
     require_root!();
+    let _serial = serial();
     let d = Daemon::start_with_config(
         "[daemon]\nmax_programs = 2\nmax_links = 1\nmax_request_bytes = 2048\n",
     );
@@ -604,6 +615,7 @@ fn limits_are_enforced_with_clear_errors() {
 #[test]
 fn programs_d_survives_reboot_and_follows_file_changes() {
     require_root!();
+    let _serial = serial();
     let ns = Netns::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let pd = dir.path().join("programs.d");
