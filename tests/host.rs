@@ -1186,6 +1186,20 @@ fn tc_dispatcher_chains_programs_in_order() {
         out.contains(" 0% packet loss"),
         "packets lost during rebuilds: {out}"
     );
+    // Outside interference: the clsact qdisc deleted under the dispatcher. The programs
+    // stop seeing packets; reconciliation notices and puts the filter back.
+    let st = std::process::Command::new("tc")
+        .args(["qdisc", "del", "dev", &ns.host_if, "clsact"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tc qdisc del failed");
+    let a3 = hits(&d, a);
+    assert!(ns.ping());
+    assert_eq!(hits(&d, a), a3, "A ran with its qdisc deleted");
+    let r = d.json(&["system", "reconcile"]);
+    assert!(r.to_string().contains("tc filter was gone"), "{r}");
+    assert!(ns.ping());
+    assert!(hits(&d, a) > a3, "A does not run again after the repair");
     // Ten programs fill the dispatcher; the 11th is refused with a clear error.
     let mut more = Vec::new();
     for i in 0..8 {

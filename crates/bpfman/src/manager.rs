@@ -1658,6 +1658,41 @@ impl Manager {
                 };
                 slots_ok && running_ok
             });
+            // Classic TC: the filter (and its clsact qdisc) can be deleted by other tools
+            // (`tc qdisc del dev X clsact`). Replacing the filter's program with itself
+            // is harmless when it is there and fails when it is not; then put it back.
+            if consistent
+                && kind == DispatchKind::Tc
+                && let Some(r) = &rec
+                && let Some(f) = TcFilter::decode(&r.link_pin)
+            {
+                let prog = if r.dispatcher_pin.is_empty() {
+                    self.store
+                        .program(links[0].program_id)?
+                        .map(|p| PathBuf::from(p.pin_path))
+                } else {
+                    Some(PathBuf::from(&r.dispatcher_pin))
+                };
+                if let Some(prog) = prog
+                    && self.kernel.install_tc(&h, &prog, Some(f)).is_err()
+                {
+                    match self.kernel.install_tc(&h, &prog, None) {
+                        Ok(nf) => {
+                            let mut r2 = r.clone();
+                            r2.link_pin = nf.encode();
+                            self.store.put_dispatcher(&r2)?;
+                            report.actions.push(format!(
+                                "dispatcher {hook}: its tc filter was gone (the clsact qdisc \
+                                 deleted outside bpfman?); put it back"
+                            ));
+                        }
+                        Err(e) => report.actions.push(format!(
+                            "dispatcher {hook}: its tc filter is gone and putting it back \
+                             failed: {e}"
+                        )),
+                    }
+                }
+            }
             if consistent {
                 // Drop revisions a crash left beside the recorded one.
                 if let (Some(r), Ok(entries)) = (&rec, std::fs::read_dir(&dir)) {
