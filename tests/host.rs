@@ -701,6 +701,7 @@ fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     let mut want = vec![
         format!("links/{link}"),
         format!("maps/{id}/chain_hits"),
+        format!("maps/{id}/frags_seen"),
         format!("maps/{id}/xdp_drops"),
         format!("maps/{id}/xdp_seen"),
         format!("maps/{tp}/tp_hits"),
