@@ -498,9 +498,30 @@ fn outside_interference_is_noticed() {
     let kept = attach(kept_prog, &["xdp", "-i", &keep.host_if, "-p", "10"]);
     let t = load(&obj("tracing_test.bpf.o"), "tracepoint:tp_count");
     let lt = attach(t, &["tracepoint", "-t", "syscalls/sys_enter_getpid"]);
-    // Behind the daemon's back: the interface goes, and a pin is removed.
+    // A program on the far end, inside a namespace that will be deleted.
+    let gone_ns = Netns::new();
+    let n = load(&obj("xdp_test.bpf.o"), "xdp:xdp_count_pass");
+    let netns_path = format!("/var/run/netns/{}", gone_ns.name);
+    let ln = attach(
+        n,
+        &[
+            "xdp",
+            "-i",
+            &gone_ns.peer_if,
+            "-p",
+            "10",
+            "--netns",
+            &netns_path,
+        ],
+    );
+    // Behind the daemon's back: the interface goes, a namespace goes, a pin is removed.
     let st = Command::new("ip")
         .args(["link", "del", &ns.host_if])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("ip")
+        .args(["netns", "del", &gone_ns.name])
         .status()
         .unwrap();
     assert!(st.success());
@@ -523,7 +544,7 @@ fn outside_interference_is_noticed() {
     assert_eq!(
         left,
         vec![kept],
-        "links {lx} and {lt} should have been noticed as gone"
+        "links {lx}, {ln} and {lt} should have been noticed as gone"
     );
     let log = d.log();
     assert!(
@@ -533,6 +554,10 @@ fn outside_interference_is_noticed() {
     assert!(
         log.contains(&format!("link {lt}")) && log.contains("is gone"),
         "{log}"
+    );
+    assert!(
+        log.contains(&format!("link {ln}")),
+        "the deleted namespace's link was not reported: {log}"
     );
     // The untouched interface still runs its program.
     assert!(!ping(&keep), "the program on the other interface stopped");
