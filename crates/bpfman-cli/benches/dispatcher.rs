@@ -157,8 +157,15 @@ fn main() {
         .status()
         .is_ok();
     let rounds = 6;
+    // Each count is set up `setups` times from scratch (fresh loads: the programs land
+    // elsewhere in memory each time) and the samples of all setups pooled, so one lucky
+    // or unlucky placement does not decide the comparison.
+    let setups: usize = std::env::var("BENCH_SETUPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     println!(
-        "## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per sample, median of {rounds} interleaved samples, 64-byte frame)\n"
+        "## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per sample, median of {rounds} interleaved samples x {setups} fresh setups, 64-byte frame)\n"
     );
     println!("| programs | direct (1 program) ns | bpfman dispatcher ns | libxdp dispatcher ns |");
     println!("|---|---|---|---|");
@@ -168,105 +175,111 @@ fn main() {
     };
     let mut rows = Vec::new();
     for n in [1usize, 2, 5, 10] {
-        let mut links = Vec::new();
-        let mut progs = Vec::new();
-        for i in 0..n {
-            let id = cli(
-                &sock,
-                &[
-                    "load",
-                    "file",
-                    "--path",
-                    &obj,
-                    "--programs",
-                    "xdp:xdp_count_pass",
-                ],
-            )[0]["id"]
-                .as_u64()
-                .expect("id");
-            let l = cli(
-                &sock,
-                &[
-                    "attach",
-                    &id.to_string(),
-                    "xdp",
-                    "-i",
-                    "bdisp0",
-                    "-p",
-                    &(i + 1).to_string(),
-                ],
-            )["link_id"]
-                .as_u64()
-                .expect("link");
-            progs.push(id);
-            links.push(l);
-        }
-        let ours_fd = fd_by_id(xdp_prog_on("bdisp0"));
-        assert_eq!(test_run(ours_fd, 1000).0, 2, "the dispatcher should pass");
-        let theirs_fd = if has_xdp_loader {
-            let mut args = vec![
-                "xdp-loader",
-                "load",
-                "-m",
-                "skb",
-                "-n",
-                "xdp_count_pass",
-                "bdisp1",
-            ];
-            for _ in 0..n {
-                args.push(&obj);
-            }
-            let o = Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .expect("xdp-loader");
-            if o.status.success() {
-                Ok(fd_by_id(xdp_prog_on("bdisp1")))
-            } else {
-                Err(format!(
-                    "failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                ))
-            }
-        } else {
-            Err("n/a (no xdp-loader)".to_string())
-        };
         let (mut d, mut o, mut t) = (Vec::new(), Vec::new(), Vec::new());
-        // Alternate which dispatcher runs first in a round, so neither gains from
-        // running right after the other (caches, emulator state).
-        for r in 0..rounds {
-            d.push(test_run(direct_fd, repeat).1);
-            if r % 2 == 0 {
-                o.push(test_run(ours_fd, repeat).1);
+        let mut theirs_err = None;
+        for _setup in 0..setups {
+            let mut links = Vec::new();
+            let mut progs = Vec::new();
+            for i in 0..n {
+                let id = cli(
+                    &sock,
+                    &[
+                        "load",
+                        "file",
+                        "--path",
+                        &obj,
+                        "--programs",
+                        "xdp:xdp_count_pass",
+                    ],
+                )[0]["id"]
+                    .as_u64()
+                    .expect("id");
+                let l = cli(
+                    &sock,
+                    &[
+                        "attach",
+                        &id.to_string(),
+                        "xdp",
+                        "-i",
+                        "bdisp0",
+                        "-p",
+                        &(i + 1).to_string(),
+                    ],
+                )["link_id"]
+                    .as_u64()
+                    .expect("link");
+                progs.push(id);
+                links.push(l);
             }
-            if let Ok(fd) = &theirs_fd {
-                t.push(test_run(*fd, repeat).1);
+            let ours_fd = fd_by_id(xdp_prog_on("bdisp0"));
+            assert_eq!(test_run(ours_fd, 1000).0, 2, "the dispatcher should pass");
+            let theirs_fd = if has_xdp_loader {
+                let mut args = vec![
+                    "xdp-loader",
+                    "load",
+                    "-m",
+                    "skb",
+                    "-n",
+                    "xdp_count_pass",
+                    "bdisp1",
+                ];
+                for _ in 0..n {
+                    args.push(&obj);
+                }
+                let o = Command::new(args[0])
+                    .args(&args[1..])
+                    .output()
+                    .expect("xdp-loader");
+                if o.status.success() {
+                    Ok(fd_by_id(xdp_prog_on("bdisp1")))
+                } else {
+                    Err(format!(
+                        "failed: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    ))
+                }
+            } else {
+                Err("n/a (no xdp-loader)".to_string())
+            };
+            // Alternate which dispatcher runs first in a round, so neither gains from
+            // running right after the other (caches, emulator state).
+            for r in 0..rounds {
+                d.push(test_run(direct_fd, repeat).1);
+                if r % 2 == 0 {
+                    o.push(test_run(ours_fd, repeat).1);
+                }
+                if let Ok(fd) = &theirs_fd {
+                    t.push(test_run(*fd, repeat).1);
+                }
+                if r % 2 == 1 {
+                    o.push(test_run(ours_fd, repeat).1);
+                }
             }
-            if r % 2 == 1 {
-                o.push(test_run(ours_fd, repeat).1);
+            match &theirs_fd {
+                Ok(fd) => {
+                    unsafe { libc::close(*fd) };
+                    let _ = Command::new("xdp-loader")
+                        .args(["unload", "bdisp1", "--all"])
+                        .output();
+                }
+                Err(e) => theirs_err = Some(e.clone()),
+            }
+            unsafe { libc::close(ours_fd) };
+            for l in &links {
+                cli(&sock, &["detach", &l.to_string()]);
+            }
+            for p in &progs {
+                cli(&sock, &["unload", &p.to_string()]);
             }
         }
         let (direct, ours) = (median(d), median(o));
-        let theirs = match &theirs_fd {
-            Ok(fd) => {
-                unsafe { libc::close(*fd) };
-                let _ = Command::new("xdp-loader")
-                    .args(["unload", "bdisp1", "--all"])
-                    .output();
-                median(t).to_string()
-            }
-            Err(e) => e.clone(),
+        let theirs = match theirs_err {
+            Some(e) => e,
+            None => median(t).to_string(),
         };
-        unsafe { libc::close(ours_fd) };
-        for l in &links {
-            cli(&sock, &["detach", &l.to_string()]);
-        }
-        for p in &progs {
-            cli(&sock, &["unload", &p.to_string()]);
-        }
         println!("| {n} | {direct} | {ours} | {theirs} |");
         rows.push((n, ours, direct));
     }
