@@ -1000,19 +1000,7 @@ fn xdp_dispatcher_chains_programs_in_order() {
     assert!(ns.ping());
     assert!(hits(&d, e) >= 1);
     // Ping through attaches and detaches of passing programs loses no packet.
-    let pinger = {
-        let name = ns.name.clone();
-        let ip = ns.host_ip.clone();
-        std::thread::spawn(move || {
-            let out = std::process::Command::new("ip")
-                .args([
-                    "netns", "exec", &name, "ping", "-c", "60", "-i", "0.05", "-W", "1", &ip,
-                ])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-    };
+    let pinger = ns.ping_in_background(60, "0.05");
     d.json(&["detach", &lb2.to_string()]);
     let lb3 = attach(&d, b, "25", &["--proceed-on", "pass", "drop"]);
     d.json(&["detach", &le.to_string()]);
@@ -1165,19 +1153,7 @@ fn tc_dispatcher_chains_programs_in_order() {
     assert!(ns.ping());
     assert!(hits(&d, e) >= 1);
     // Ping through attaches and detaches loses no packet.
-    let pinger = {
-        let name = ns.name.clone();
-        let ip = ns.host_ip.clone();
-        std::thread::spawn(move || {
-            let out = std::process::Command::new("ip")
-                .args([
-                    "netns", "exec", &name, "ping", "-c", "60", "-i", "0.05", "-W", "1", &ip,
-                ])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-    };
+    let pinger = ns.ping_in_background(60, "0.05");
     d.json(&["detach", &lb2.to_string()]);
     let lb3 = attach(&d, b, "25", &["--proceed-on", "ok", "shot"]);
     d.json(&["detach", &le.to_string()]);

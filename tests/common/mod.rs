@@ -474,6 +474,38 @@ impl Netns {
             .unwrap_or(0)
     }
 
+    /// Pings `count` times every `interval` seconds from a thread; join for the output.
+    pub fn ping_in_background(
+        &self,
+        count: u32,
+        interval: &str,
+    ) -> std::thread::JoinHandle<String> {
+        let (name, ip, interval) = (
+            self.name.clone(),
+            self.host_ip.clone(),
+            interval.to_string(),
+        );
+        std::thread::spawn(move || {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "ping",
+                    "-c",
+                    &count.to_string(),
+                    "-i",
+                    &interval,
+                    "-W",
+                    "1",
+                    &ip,
+                ])
+                .output()
+                .expect("ping");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    }
+
     pub fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)
     }

@@ -789,41 +789,30 @@ impl Manager {
         };
         let mut tcx_anchor = None;
         let mut position = 0;
+        // Hooks shared through a dispatcher: XDP where freplace works; TC where the
+        // kernel lacks TCX (classic clsact; a lone program runs directly).
+        let dispatch = match &spec {
+            AttachSpec::Xdp(h) if self.features.has("freplace") => Some((h, DispatchKind::Xdp)),
+            AttachSpec::Tc(h) if !self.features.has("tcx") => Some((h, DispatchKind::Tc)),
+            _ => None,
+        };
+        if let Some((h, kind)) = dispatch {
+            let hook = hook
+                .clone()
+                .ok_or_else(|| Error::internal("network attach without a hook key"))?;
+            return self.attach_dispatched(
+                caller,
+                &p,
+                spec.clone(),
+                h,
+                hook,
+                ifindex,
+                on_hook,
+                metadata,
+                kind,
+            );
+        }
         match &spec {
-            AttachSpec::Xdp(h) if self.features.has("freplace") => {
-                let hook = hook
-                    .clone()
-                    .ok_or_else(|| Error::internal("xdp attach without a hook key"))?;
-                return self.attach_dispatched(
-                    caller,
-                    &p,
-                    spec.clone(),
-                    h,
-                    hook,
-                    ifindex,
-                    on_hook,
-                    metadata,
-                    DispatchKind::Xdp,
-                );
-            }
-            // Without TCX: classic clsact filters, several programs through the TC
-            // dispatcher (which needs freplace; a lone program runs directly).
-            AttachSpec::Tc(h) if !self.features.has("tcx") => {
-                let hook = hook
-                    .clone()
-                    .ok_or_else(|| Error::internal("tc attach without a hook key"))?;
-                return self.attach_dispatched(
-                    caller,
-                    &p,
-                    spec.clone(),
-                    h,
-                    hook,
-                    ifindex,
-                    on_hook,
-                    metadata,
-                    DispatchKind::Tc,
-                );
-            }
             AttachSpec::Xdp(h) => {
                 if let Some(l) = on_hook.first() {
                     return Err(Error::exists(format!(
