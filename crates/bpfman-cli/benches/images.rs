@@ -78,13 +78,28 @@ fn request(location: v1::bytecode_location::Location) -> v1::LoadRequest {
     }
 }
 
-fn image(url: &str, policy: i32) -> v1::bytecode_location::Location {
-    v1::bytecode_location::Location::Image(v1::BytecodeImage {
+fn bytecode_image(url: &str, policy: i32) -> v1::BytecodeImage {
+    v1::BytecodeImage {
         url: url.into(),
         image_pull_policy: policy,
         username: None,
         password: None,
+    }
+}
+
+fn image(url: &str, policy: i32) -> v1::bytecode_location::Location {
+    v1::bytecode_location::Location::Image(bytecode_image(url, policy))
+}
+
+/// One `PullBytecode` with policy Always; its duration.
+async fn pull_always(c: &mut BpfmanClient<Channel>, url: &str) -> Duration {
+    let t = Instant::now();
+    c.pull_bytecode(v1::PullBytecodeRequest {
+        image: Some(bytecode_image(url, 0)),
     })
+    .await
+    .expect("pull");
+    t.elapsed()
 }
 
 async fn load_unload(c: &mut BpfmanClient<Channel>, req: v1::LoadRequest) -> Duration {
@@ -129,18 +144,7 @@ async fn main() {
         request(v1::bytecode_location::Location::File(obj.clone())),
     )
     .await;
-    let t = Instant::now();
-    c.pull_bytecode(v1::PullBytecodeRequest {
-        image: Some(v1::BytecodeImage {
-            url: url.clone(),
-            image_pull_policy: 0,
-            username: None,
-            password: None,
-        }),
-    })
-    .await
-    .expect("pull");
-    let first_pull = t.elapsed();
+    let first_pull = pull_always(&mut c, &url).await;
 
     let mut file = Vec::new();
     let mut cached = Vec::new();
@@ -156,18 +160,7 @@ async fn main() {
         );
         cached.push(load_unload(&mut c, request(image(&url, 1))).await);
         always.push(load_unload(&mut c, request(image(&url, 0))).await);
-        let t = Instant::now();
-        c.pull_bytecode(v1::PullBytecodeRequest {
-            image: Some(v1::BytecodeImage {
-                url: url.clone(),
-                image_pull_policy: 0,
-                username: None,
-                password: None,
-            }),
-        })
-        .await
-        .expect("pull");
-        pulls.push(t.elapsed());
+        pulls.push(pull_always(&mut c, &url).await);
     }
     let (f50, f90) = stats(&mut file);
     let (c50, c90) = stats(&mut cached);

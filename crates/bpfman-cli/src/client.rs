@@ -340,13 +340,12 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                     let policy = bpfman::image::PullPolicy::parse(pull_policy)
                         .map_err(|e| anyhow!("--pull-policy: {e}"))?
                         .as_i32();
-                    let (username, password) = match registry_auth {
-                        Some(a) => {
-                            let (u, p) = decode_auth(a)?;
-                            (Some(u), Some(p))
-                        }
-                        None => (None, None),
+                    let creds = match registry_auth {
+                        Some(a) => bpfman::image::registry::Credentials::from_base64(a)
+                            .map_err(|e| anyhow!("{e}"))?,
+                        None => Default::default(),
                     };
+                    let (username, password) = (creds.username, creds.password);
                     load_request(
                         v1::bytecode_location::Location::Image(v1::BytecodeImage {
                             url: image_url.clone(),
@@ -618,33 +617,6 @@ fn unreachable_daemon() -> anyhow::Result<()> {
     bail!("the daemon is not a client command")
 }
 
-/// Decodes base64("user:password").
-fn decode_auth(b64: &str) -> anyhow::Result<(String, String)> {
-    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in b64.trim().bytes().filter(|c| *c != b'=') {
-        let v = ALPHA
-            .iter()
-            .position(|a| *a == c)
-            .ok_or_else(|| anyhow!("--registry-auth is not base64"))? as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    let s = String::from_utf8(out)
-        .map_err(|_| anyhow!("--registry-auth is not UTF-8 user:password"))?;
-    let (u, p) = s
-        .split_once(':')
-        .ok_or_else(|| anyhow!("--registry-auth must encode user:password"))?;
-    Ok((u.to_string(), p.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,9 +648,10 @@ mod tests {
     #[test]
     fn auth_decodes() {
         // "alice:s3cret"
+        let c = bpfman::image::registry::Credentials::from_base64("YWxpY2U6czNjcmV0").ok();
         assert_eq!(
-            decode_auth("YWxpY2U6czNjcmV0").ok(),
-            Some(("alice".into(), "s3cret".into()))
+            c.map(|c| (c.username, c.password)),
+            Some((Some("alice".into()), Some("s3cret".into())))
         );
     }
 }
