@@ -1152,7 +1152,6 @@ impl Manager {
                 }
             }
         }
-        let _ = cur;
         info!(
             hook,
             revision = rev,

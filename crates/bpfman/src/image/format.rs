@@ -27,8 +27,6 @@ pub const LABEL_PROGRAMS: &str = "io.ebpf.programs";
 pub const LABEL_MAPS: &str = "io.ebpf.maps";
 pub const LABEL_PROGRAM_TYPE: &str = "io.ebpf.program_type";
 pub const LABEL_FUNCTION: &str = "io.ebpf.bpf_function_name";
-pub const LABEL_PROGRAM_NAME: &str = "io.ebpf.program_name";
-pub const LABEL_FILENAME: &str = "io.ebpf.filename";
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {

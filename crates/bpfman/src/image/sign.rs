@@ -25,9 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::image::format::{
-    Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST, digest_hex, sha256_digest,
-};
+use crate::image::format::{Descriptor, Manifest, OCI_CONFIG, OCI_MANIFEST, digest_hex};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -309,14 +307,10 @@ pub fn signature_layer(payload: &[u8], signature: &str) -> Descriptor {
     d
 }
 
-/// Checks a payload digest (what a layer descriptor claims) against its bytes.
-pub fn payload_matches(desc: &Descriptor, payload: &[u8]) -> bool {
-    sha256_digest(payload) == desc.digest
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::format::sha256_digest;
 
     #[test]
     fn key_pair_round_trip_sign_verify() {
