@@ -6,5 +6,20 @@ apt-get update -qq
 apt-get install -y -qq clang llvm libbpf-dev iproute2 iputils-ping make \
     qemu-system-x86 linux-image-amd64 busybox-static xdp-tools bpftool python3-pip \
     docker-registry apache2-utils buildah skopeo >/dev/null
+# A second VM kernel with both TCX and freplace (the host has TCX without freplace, 6.1
+# freplace without TCX): Debian's 6.12 from bookworm-backports, beside the 6.1 one.
+if [ ! -e /etc/apt/sources.list.d/backports.sources ] && grep -q bookworm /etc/os-release; then
+    cat >/etc/apt/sources.list.d/backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt-get update -qq
+fi
+if ! ls /boot/vmlinuz-6.1[2-9]* >/dev/null 2>&1; then
+    apt-get install -y -qq -t bookworm-backports linux-image-amd64 >/dev/null
+fi
 command -v vng >/dev/null || pip install -q virtme-ng
 echo "setup: done"

@@ -1038,11 +1038,13 @@ fn xdp_dispatcher_chains_programs_in_order() {
 fn tc_dispatcher_chains_programs_in_order() {
     require_root!();
     let mut d = Daemon::start();
-    if has_feature(&d, "tcx") {
+    let tcx = has_feature(&d, "tcx");
+    if tcx && !has_feature(&d, "freplace") {
         eprintln!(
-            "SKIP tc dispatcher chains: this kernel has TCX, so tc programs share hooks through \
-             TCX (tcx_programs_run_in_priority_order); scripts/vm-test.sh runs the classic-TC \
-             dispatcher on a kernel without it"
+            "SKIP tc dispatcher chains: this kernel has TCX but no freplace, so tc programs \
+             share hooks through TCX (tcx_attach_orders_by_priority_and_drops); \
+             scripts/vm-test.sh runs the TC dispatcher on Linux 6.1 (classic clsact) and \
+             6.12 (behind a TCX link)"
         );
         return;
     }
@@ -1163,20 +1165,11 @@ fn tc_dispatcher_chains_programs_in_order() {
         out.contains(" 0% packet loss"),
         "packets lost during rebuilds: {out}"
     );
-    // Outside interference: the clsact qdisc deleted under the dispatcher. The programs
-    // stop seeing packets; reconciliation notices and puts the filter back.
-    let st = std::process::Command::new("tc")
-        .args(["qdisc", "del", "dev", &ns.host_if, "clsact"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "tc qdisc del failed");
-    let a3 = hits(&d, a);
-    assert!(ns.ping());
-    assert_eq!(hits(&d, a), a3, "A ran with its qdisc deleted");
-    let r = d.json(&["system", "reconcile"]);
-    assert!(r.to_string().contains("tc filter was gone"), "{r}");
-    assert!(ns.ping());
-    assert!(hits(&d, a) > a3, "A does not run again after the repair");
+    if tcx {
+        tcx_programs_run_before_the_tc_dispatcher(&d, &ns, a, la);
+    } else {
+        clsact_deleted_under_the_tc_dispatcher_is_put_back(&d, &ns, a);
+    }
     // Ten programs fill the dispatcher; the 11th is refused with a clear error.
     let mut more = Vec::new();
     for i in 0..8 {
@@ -1222,6 +1215,117 @@ fn tc_dispatcher_chains_programs_in_order() {
         left.iter().all(|n| n.starts_with("ext-target")),
         "dispatcher state left behind: {left:?}"
     );
+    let out = std::process::Command::new("bpftool")
+        .args(["net", "show", "dev", &ns.host_if])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.contains("tcx/"), "TCX link left behind: {out}");
+}
+
+/// Outside interference with a classic TC dispatcher: its clsact qdisc deleted. The
+/// programs stop seeing packets; reconciliation notices and puts the filter back.
+fn clsact_deleted_under_the_tc_dispatcher_is_put_back(d: &Daemon, ns: &Netns, a: u32) {
+    let hits = |id: u32| d.map_u64(id, "chain_hits");
+    let st = std::process::Command::new("tc")
+        .args(["qdisc", "del", "dev", &ns.host_if, "clsact"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tc qdisc del failed");
+    let a3 = hits(a);
+    assert!(ns.ping());
+    assert_eq!(hits(a), a3, "A ran with its qdisc deleted");
+    let r = d.json(&["system", "reconcile"]);
+    assert!(r.to_string().contains("tc filter was gone"), "{r}");
+    assert!(ns.ping());
+    assert!(hits(a) > a3, "A does not run again after the repair");
+}
+
+/// On a kernel with TCX the TC dispatcher sits in the hook's TCX list behind a link,
+/// after every tcx program whatever its priority (classic TC runs after TCX too): a
+/// tcx program that drops ICMP at priority 900 stops ping before the dispatcher's
+/// programs (priority 10 and up) see it; detached, they run again.
+fn tcx_programs_run_before_the_tc_dispatcher(d: &Daemon, ns: &Netns, a: u32, la: u32) {
+    let hits = |id: u32| d.map_u64(id, "chain_hits");
+    let dropper = d.load_one(&[
+        "--path",
+        &obj("tc_test.bpf.o"),
+        "--programs",
+        "tcx:tc_drop_icmp",
+    ]);
+    let ld = d.attach(&[
+        &dropper.to_string(),
+        "tcx",
+        "-d",
+        "ingress",
+        "-i",
+        &ns.host_if,
+        "-p",
+        "900",
+    ]);
+    let a0 = hits(a);
+    assert!(
+        !ns.ping(),
+        "the tcx dropper did not run before the dispatcher"
+    );
+    assert!(
+        d.map_u64(dropper, "tc_drops") >= 1,
+        "the tcx dropper saw nothing"
+    );
+    assert_eq!(hits(a), a0, "the dispatcher ran before the tcx program");
+    let links = d.json(&["list", "links"]);
+    let pos = |l: u32| {
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["link_id"] == l)
+            .map(|x| x["position"].clone())
+    };
+    assert_eq!(pos(ld), Some(Value::from(0)), "{links}");
+    assert_eq!(pos(la), Some(Value::from(1)), "{links}");
+    assert_eq!(
+        d.json(&["get", "link", &ld.to_string()])["dispatcher_revision"],
+        0
+    );
+    // A rebuild (one more tc program) swaps the program of the dispatcher's TCX link
+    // in place: the dispatcher keeps its place after the tcx program.
+    let extra = d.load_one(&[
+        "--path",
+        &obj("tc_test.bpf.o"),
+        "--programs",
+        "tc:tc_chain",
+        "-g",
+        "ret_code=00000000",
+    ]);
+    let lx = d.attach(&[
+        &extra.to_string(),
+        "tc",
+        "-d",
+        "ingress",
+        "-i",
+        &ns.host_if,
+        "-p",
+        "1",
+    ]);
+    assert!(
+        !ns.ping(),
+        "the tcx dropper stopped running after a rebuild"
+    );
+    assert_eq!(
+        hits(a),
+        a0,
+        "the rebuilt dispatcher moved ahead of the tcx program"
+    );
+    d.json(&["detach", &ld.to_string()]);
+    assert!(ns.ping(), "ping fails after detaching the tcx dropper");
+    assert!(
+        hits(a) > a0,
+        "the dispatcher does not run after the tcx program left"
+    );
+    d.json(&["detach", &lx.to_string()]);
+    d.json(&["unload", &dropper.to_string()]);
+    d.json(&["unload", &extra.to_string()]);
 }
 
 /// XDP multi-buffer: on a jumbo-MTU veth, two programs built with SEC("xdp.frags") run

@@ -789,17 +789,14 @@ impl Manager {
         };
         let mut tcx_anchor = None;
         let mut position = 0;
-        // Hooks shared through a dispatcher: XDP where freplace works; TC where the
-        // kernel lacks TCX (classic clsact; a lone program runs directly).
-        let dispatch = match &spec {
-            AttachSpec::Xdp(h) if self.features.has("freplace") => Some((h, DispatchKind::Xdp)),
-            AttachSpec::Tc(h) if !self.features.has("tcx") => Some((h, DispatchKind::Tc)),
-            _ => None,
-        };
-        if let Some((h, kind)) = dispatch {
+        if let (Some(h), Some(kind)) = (spec.net_hook(), self.dispatch_kind(&spec)) {
             let hook = hook
                 .clone()
                 .ok_or_else(|| Error::internal("network attach without a hook key"))?;
+            let on_hook = on_hook
+                .into_iter()
+                .filter(|l| self.dispatch_kind(&l.spec) == Some(kind))
+                .collect();
             return self.attach_dispatched(
                 caller,
                 &p,
@@ -834,15 +831,30 @@ impl Manager {
                         h.direction.map(|d| d.as_str()).unwrap_or("ingress")
                     )));
                 }
-                // Lower priority runs first; equal priorities in attach order.
+                // Lower priority runs first; equal priorities in attach order. A TC
+                // dispatcher's TCX link (tc programs on a kernel with freplace) stays
+                // after every tcx program, as classic TC runs after TCX.
                 let prio = |l: &Link| l.spec.net_hook().map(|h| h.priority).unwrap_or(1000);
-                let mut ordered: Vec<&Link> = on_hook.iter().collect();
+                let mut ordered: Vec<&Link> = on_hook
+                    .iter()
+                    .filter(|l| self.dispatch_kind(&l.spec).is_none())
+                    .collect();
                 ordered.sort_by_key(|l| (prio(l), l.id));
                 let before = ordered.iter().position(|l| prio(l) > h.priority);
                 position = before.unwrap_or(ordered.len()) as i32;
-                tcx_anchor = match before {
-                    Some(i) => Some(TcxAnchor::Before(ordered[i].program_id)),
-                    None => ordered.last().map(|l| TcxAnchor::After(l.program_id)),
+                let dispatcher_link = match &hook {
+                    Some(k) => self
+                        .store
+                        .dispatcher(k)?
+                        .filter(|d| TcFilter::decode(&d.link_pin).is_none())
+                        .and_then(|d| self.kernel.link_id(Path::new(&d.link_pin))),
+                    None => None,
+                };
+                tcx_anchor = match (before, ordered.last(), dispatcher_link) {
+                    (Some(i), _, _) => Some(TcxAnchor::Before(ordered[i].program_id)),
+                    (None, Some(l), _) => Some(TcxAnchor::After(l.program_id)),
+                    (None, None, Some(d)) => Some(TcxAnchor::BeforeLink(d)),
+                    (None, None, None) => None,
                 };
             }
             _ => {}
@@ -991,6 +1003,30 @@ impl Manager {
         Ok(l)
     }
 
+    /// Whether links like `spec` share their hook through a dispatcher on this kernel,
+    /// and which: XDP where freplace works; TC where freplace works (behind a TCX link
+    /// where the kernel has TCX, else a classic clsact filter) and, with a lone program
+    /// as the filter, where the kernel has neither. Elsewhere tc programs share the hook
+    /// through TCX itself, like tcx programs.
+    fn dispatch_kind(&self, spec: &AttachSpec) -> Option<DispatchKind> {
+        let freplace = self.features.has("freplace");
+        match spec {
+            AttachSpec::Xdp(_) if freplace => Some(DispatchKind::Xdp),
+            AttachSpec::Tc(_) if freplace || !self.features.has("tcx") => Some(DispatchKind::Tc),
+            _ => None,
+        }
+    }
+
+    /// The links on `hook` that run through its dispatcher of `kind`.
+    fn dispatched_links(&self, hook: &str, kind: DispatchKind) -> Result<Vec<Link>> {
+        Ok(self
+            .store
+            .links_on_hook(hook)?
+            .into_iter()
+            .filter(|l| self.dispatch_kind(&l.spec) == Some(kind))
+            .collect())
+    }
+
     /// The configured XDP mode of an interface (`[interfaces.<if>] xdp_mode`).
     fn xdp_mode(&self, iface: &str) -> Option<&str> {
         self.config
@@ -1070,13 +1106,19 @@ impl Manager {
                 fresh.push(ext);
             }
         }
-        // Where the hook's attachment is: XDP, a pinned bpf_link updated in place;
-        // classic TC, a clsact filter whose program is replaced in place.
+        // Where the hook's attachment is: XDP, a pinned bpf_link updated in place; TC on
+        // a TCX kernel, a pinned TCX link updated in place; classic TC, a clsact filter
+        // whose program is replaced in place.
         let existing_filter = cur.as_ref().and_then(|d| TcFilter::decode(&d.link_pin));
+        let tcx = self.features.has("tcx");
         let install = |prog: &Path| -> Result<String> {
             match kind {
                 DispatchKind::Xdp => {
                     self.kernel.install_xdp(h, prog, &hook_link, mode)?;
+                    Ok(hook_link.display().to_string())
+                }
+                DispatchKind::Tc if tcx => {
+                    self.kernel.install_tc_link(h, prog, &hook_link)?;
                     Ok(hook_link.display().to_string())
                 }
                 DispatchKind::Tc => Ok(self.kernel.install_tc(h, prog, existing_filter)?.encode()),
@@ -1201,6 +1243,17 @@ impl Manager {
     /// the kernel loaded before.
     fn load_as_extension(&self, p: &Program, pin: &Path, kind: DispatchKind) -> Result<()> {
         let dispatcher = self.kernel.ext_target(kind)?;
+        self.load_as_extension_of(p, pin, kind, &dispatcher, Kernel::EXT_TARGET_SLOT)
+    }
+
+    fn load_as_extension_of(
+        &self,
+        p: &Program,
+        pin: &Path,
+        kind: DispatchKind,
+        dispatcher: &Path,
+        slot: &str,
+    ) -> Result<()> {
         let bytes = self.bytecode_of(p)?;
         let owner = match p.map_owner_id {
             Some(o) => self.managed(o)?,
@@ -1216,7 +1269,7 @@ impl Manager {
             shared_maps: Some((PathBuf::from(&owner.map_pin_path), owner.maps.clone())),
         };
         self.kernel
-            .load_extension(bytes, plan, kind, &dispatcher, Kernel::EXT_TARGET_SLOT, pin)?;
+            .load_extension(bytes, plan, kind, dispatcher, slot, pin)?;
         let tag = self.kernel.pinned_info(pin)?.tag;
         if tag != p.tag {
             let _ = std::fs::remove_file(pin);
@@ -1236,16 +1289,14 @@ impl Manager {
             .spec
             .net_hook()
             .ok_or_else(|| Error::internal("dispatched link without a hook"))?;
+        let kind = self
+            .dispatch_kind(&l.spec)
+            .ok_or_else(|| Error::internal("detaching a link that runs without a dispatcher"))?;
         let rest: Vec<Link> = self
-            .store
-            .links_on_hook(hook)?
+            .dispatched_links(hook, kind)?
             .into_iter()
             .filter(|x| x.id != l.id)
             .collect();
-        let kind = match l.spec {
-            AttachSpec::Tc(_) => DispatchKind::Tc,
-            _ => DispatchKind::Xdp,
-        };
         if rest.is_empty() {
             if let Some(d) = self.store.dispatcher(hook)? {
                 match TcFilter::decode(&d.link_pin) {
@@ -1272,6 +1323,9 @@ impl Manager {
 
     /// The dispatcher revision a link runs in (0: attached directly).
     pub fn dispatcher_revision(&self, l: &Link) -> u32 {
+        if self.dispatch_kind(&l.spec).is_none() {
+            return 0;
+        }
         l.hook
             .as_deref()
             .and_then(|h| self.store.dispatcher(h).ok().flatten())
@@ -1280,10 +1334,17 @@ impl Manager {
             .unwrap_or(0)
     }
 
-    /// Positions on an ordered hook follow (priority, link id).
+    /// Positions on an ordered hook follow (priority, link id); on a TC hook with a
+    /// dispatcher behind TCX, the tcx programs come first and then the dispatcher's.
     fn renumber(&self, hook: &str) -> Result<()> {
         let mut links = self.store.links_on_hook(hook)?;
-        links.sort_by_key(|l| (l.spec.net_hook().map(|h| h.priority).unwrap_or(1000), l.id));
+        links.sort_by_key(|l| {
+            (
+                self.dispatch_kind(&l.spec).is_some(),
+                l.spec.net_hook().map(|h| h.priority).unwrap_or(1000),
+                l.id,
+            )
+        });
         for (i, l) in links.iter().enumerate() {
             if l.position != i as i32 {
                 self.store.set_position(l.id, i as i32)?;
@@ -1319,6 +1380,7 @@ impl Manager {
             None => None,
         };
         if let Some(k) = &hook
+            && self.dispatch_kind(&l.spec).is_some()
             && self.store.dispatcher(k)?.is_some()
         {
             return self.detach_dispatched(l, k);
@@ -1545,14 +1607,9 @@ impl Manager {
             }
         }
         // Hooks whose links run through a dispatcher (the kinds that use one here).
-        let dispatched = |l: &Link| match &l.spec {
-            AttachSpec::Xdp(_) => self.features.has("freplace"),
-            AttachSpec::Tc(_) => !self.features.has("tcx"),
-            _ => false,
-        };
         for l in self.store.links(None)? {
             if let Some(h) = &l.hook
-                && dispatched(&l)
+                && self.dispatch_kind(&l.spec).is_some()
             {
                 hooks.insert(h.clone());
             }
@@ -1560,7 +1617,6 @@ impl Manager {
         for hook in hooks {
             let lock = self.lock(format!("hook/{hook}"));
             let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
-            let links = self.store.links_on_hook(&hook)?;
             let rec = self.store.dispatcher(&hook)?;
             let dir = self.kernel.dispatcher_dir(&hook);
             let kind = if hook.starts_with("tc/") {
@@ -1568,6 +1624,7 @@ impl Manager {
             } else {
                 DispatchKind::Xdp
             };
+            let links = self.dispatched_links(&hook, kind)?;
             if links.is_empty() {
                 // Nothing should run here: take down what a crash left.
                 let mut what = Vec::new();
@@ -1627,9 +1684,11 @@ impl Manager {
                     have.sort();
                     want == have && rev_dir.join("dispatcher").exists()
                 };
-                let running_ok = match kind {
-                    DispatchKind::Tc => true,
-                    DispatchKind::Xdp => {
+                // A classic TC filter is checked (and repaired) below; a bpf_link (XDP,
+                // or TC behind TCX) must run the recorded program.
+                let running_ok = match TcFilter::decode(&r.link_pin) {
+                    Some(_) => true,
+                    None => {
                         let expect = if lone {
                             self.store
                                 .program(links[0].program_id)

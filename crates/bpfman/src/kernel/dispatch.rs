@@ -205,6 +205,43 @@ impl Kernel {
         })
     }
 
+    /// Puts the program pinned at `prog` on a TC hook through a TCX link pinned at
+    /// `hook_link`: the first time a new link, last on the hook (after every `tcx`
+    /// program, as classic TC runs after TCX); afterwards by replacing the link's program
+    /// (BPF_LINK_UPDATE), which keeps its place in the list and never leaves the hook
+    /// without it.
+    pub fn install_tc_link(&self, hook: &NetHook, prog: &Path, hook_link: &Path) -> Result<()> {
+        netns::within(hook.netns.as_deref(), || {
+            let ifindex = ifindex(&hook.iface)?;
+            let p = SchedClassifier::from_pin(prog)
+                .map_err(|e| kerr(format!("opening {}", prog.display()), e))?;
+            let fd = p.fd().map_err(|e| kerr("dispatcher fd", e))?;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd));
+            let what = format!(
+                "attaching to {} {} through TCX",
+                hook.iface,
+                at_name(tc_attach_type(hook))
+            );
+            if hook_link.exists() {
+                let link = super::tcx::obj_get(hook_link).map_err(|e| {
+                    Error::kernel(format!("{what}: opening {}: {e}", hook_link.display()))
+                })?;
+                super::tcx::link_update(&link, raw)
+                    .map_err(|e| Error::kernel(format!("{what}: BPF_LINK_UPDATE: {e}")))?;
+            } else {
+                let link =
+                    super::tcx_link_create(hook, ifindex, raw, super::TcxAnchor::Last, &what)?;
+                super::pin_tcx_link(&link, hook_link)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The kernel id of the bpf_link pinned at `pin`.
+    pub fn link_id(&self, pin: &Path) -> Option<u32> {
+        super::pinned_link_id(pin)
+    }
+
     /// Removes a classic TC filter bpfman installed (gone already is fine).
     pub fn remove_tc(&self, hook: &NetHook, f: TcFilter) -> Result<()> {
         netns::within(hook.netns.as_deref(), || {

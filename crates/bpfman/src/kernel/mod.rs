@@ -451,79 +451,16 @@ impl Kernel {
                 netns::within(hook.netns.as_deref(), || {
                     let ifindex = ifindex(&hook.iface)?;
                     let p = SchedClassifier::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
-                    let dir = match hook.direction.unwrap_or(Direction::Ingress) {
-                        Direction::Ingress => TcAttachType::Ingress,
-                        Direction::Egress => TcAttachType::Egress,
-                    };
-                    let anchor = match tcx_order {
-                        None => tcx::Anchor::Last,
-                        Some(TcxAnchor::Before(id)) => tcx::Anchor::Before(id),
-                        Some(TcxAnchor::After(id)) => tcx::Anchor::After(id),
-                    };
                     let prog_fd = p.fd().map_err(|e| kerr(&what, e))?;
                     let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(prog_fd));
-                    // The link goes where the daemon computed only if the hook is still
-                    // at the revision just read (expected_revision); if another tool
-                    // changed it in between, the kernel says ESTALE and we read again.
-                    let mut tries = 0;
-                    let link = loop {
-                        let (revision, _) = SchedClassifier::query_tcx(&hook.iface, dir)
-                            .map_err(|e| kerr(format!("{what}: querying the TCX hook"), e))?;
-                        match tcx::link_create(
-                            raw,
-                            ifindex,
-                            matches!(dir, TcAttachType::Egress),
-                            anchor,
-                            revision,
-                        ) {
-                            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && tries < 5 => {
-                                tries += 1;
-                            }
-                            r => break r,
-                        }
-                    };
-                    let link = link.map_err(|e| {
-                        let errno = e.raw_os_error().unwrap_or(0);
-                        if errno == libc::EEXIST {
-                            Error::exists(format!(
-                                "this program is already attached to {} {}; a program can \
-                                     be on one TCX hook once",
-                                hook.iface,
-                                dir_name(hook)
-                            ))
-                        } else if errno == libc::EINVAL && !probe::tcx_supported() {
-                            Error::unsupported(format!(
-                                "{what}: this kernel has no TCX (needs Linux 6.6)"
-                            ))
-                        } else if errno == libc::ESTALE {
-                            Error::precondition(format!(
-                                "{what}: the hook kept changing under other tools \
-                                     (expected_revision mismatch); try again"
-                            ))
-                        } else if errno == libc::ENOENT {
-                            Error::precondition(format!(
-                                "{what}: the neighbouring program the order was computed \
-                                     from left the hook; try again"
-                            ))
-                        } else {
-                            Error::kernel(format!(
-                                "{what}: the BPF_LINK_CREATE syscall returned {e}"
-                            ))
-                        }
-                    })?;
-                    if let Some(dir) = link_pin.parent() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            Error::internal(format!("creating {}: {e}", dir.display()))
-                        })?;
-                    }
-                    tcx::pin(&link, link_pin).map_err(|e| {
-                        Error::internal(format!("pinning link at {}: {e}", link_pin.display()))
-                    })?;
-                    let kernel_link_id = PinnedLink::from_pin(link_pin)
-                        .ok()
-                        .map(FdLink::from)
-                        .and_then(|l| l.info().ok().map(|i| i.id()))
-                        .unwrap_or(0);
+                    let link = tcx_link_create(
+                        hook,
+                        ifindex,
+                        raw,
+                        tcx_order.unwrap_or(TcxAnchor::Last),
+                        &what,
+                    )?;
+                    let kernel_link_id = pin_tcx_link(&link, link_pin)?;
                     Ok(Attached {
                         kernel_link_id,
                         ifindex: Some(ifindex),
@@ -704,11 +641,87 @@ pub fn tcx_programs(iface: &str, egress: bool) -> Result<(u64, Vec<u32>)> {
     Ok((rev, progs.iter().map(|p| p.id()).collect()))
 }
 
-/// Where a TCX program goes relative to one already on the hook.
-#[derive(Debug, Clone, Copy)]
-pub enum TcxAnchor {
-    Before(u32),
-    After(u32),
+/// Where a TCX program goes relative to what is already on the hook.
+pub use tcx::Anchor as TcxAnchor;
+
+/// Creates a TCX link for `prog_fd` on the hook (in the caller's namespace) at
+/// `anchor`. The link goes where the daemon computed only if the hook is still at the
+/// revision just read (expected_revision); if another tool changed it in between, the
+/// kernel says ESTALE and the revision is read again.
+pub(crate) fn tcx_link_create(
+    hook: &NetHook,
+    ifindex: u32,
+    prog_fd: std::os::fd::RawFd,
+    anchor: TcxAnchor,
+    what: &str,
+) -> Result<std::os::fd::OwnedFd> {
+    let dir = match hook.direction.unwrap_or(Direction::Ingress) {
+        Direction::Ingress => TcAttachType::Ingress,
+        Direction::Egress => TcAttachType::Egress,
+    };
+    let mut tries = 0;
+    let link = loop {
+        let (revision, _) = SchedClassifier::query_tcx(&hook.iface, dir)
+            .map_err(|e| kerr(format!("{what}: querying the TCX hook"), e))?;
+        match tcx::link_create(
+            prog_fd,
+            ifindex,
+            matches!(dir, TcAttachType::Egress),
+            anchor,
+            revision,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && tries < 5 => {
+                tries += 1;
+            }
+            r => break r,
+        }
+    };
+    link.map_err(|e| {
+        let errno = e.raw_os_error().unwrap_or(0);
+        if errno == libc::EEXIST {
+            Error::exists(format!(
+                "this program is already attached to {} {}; a program can be on one TCX \
+                 hook once",
+                hook.iface,
+                dir_name(hook)
+            ))
+        } else if errno == libc::EINVAL && !probe::tcx_supported() {
+            Error::unsupported(format!("{what}: this kernel has no TCX (needs Linux 6.6)"))
+        } else if errno == libc::ESTALE {
+            Error::precondition(format!(
+                "{what}: the hook kept changing under other tools (expected_revision \
+                 mismatch); try again"
+            ))
+        } else if errno == libc::ENOENT {
+            Error::precondition(format!(
+                "{what}: the neighbouring program the order was computed from left the \
+                 hook; try again"
+            ))
+        } else {
+            Error::kernel(format!("{what}: the BPF_LINK_CREATE syscall returned {e}"))
+        }
+    })
+}
+
+/// Pins a fresh TCX link at `pin` and returns its kernel link id.
+pub(crate) fn pin_tcx_link(link: &std::os::fd::OwnedFd, pin: &Path) -> Result<u32> {
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
+    }
+    tcx::pin(link, pin)
+        .map_err(|e| Error::internal(format!("pinning link at {}: {e}", pin.display())))?;
+    Ok(PinnedLink::from_pin(pin)
+        .ok()
+        .map(FdLink::from)
+        .and_then(|l| l.info().ok().map(|i| i.id()))
+        .unwrap_or(0))
+}
+
+/// The kernel id of the bpf_link pinned at `pin` (None: no such pin, or not a link).
+pub(crate) fn pinned_link_id(pin: &Path) -> Option<u32> {
+    let link: FdLink = PinnedLink::from_pin(pin).ok()?.into();
+    link.info().ok().map(|i| i.id())
 }
 
 fn dir_name(h: &NetHook) -> &'static str {

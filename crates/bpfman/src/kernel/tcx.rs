@@ -7,12 +7,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_TCX_INGRESS: u32 = 46;
 const BPF_TCX_EGRESS: u32 = 47;
 const BPF_F_BEFORE: u32 = 1 << 3;
 const BPF_F_AFTER: u32 = 1 << 4;
 const BPF_F_ID: u32 = 1 << 5;
+const BPF_F_LINK: u32 = 1 << 13;
 
 /// `union bpf_attr` as BPF_LINK_CREATE reads it for TCX (prefix of the union; the
 /// kernel accepts a shorter attr and zero-fills the rest).
@@ -38,11 +41,23 @@ struct ObjPin {
     _pad: u32,
 }
 
-/// Where the new program goes: before or after the program with this id, or last.
+/// `union bpf_attr` as BPF_LINK_UPDATE reads it.
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdate {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Where the new program goes: before or after the program with this id, before the
+/// link with this id (a link keeps its id when its program is replaced), or last.
 #[derive(Debug, Clone, Copy)]
 pub enum Anchor {
     Before(u32),
     After(u32),
+    BeforeLink(u32),
     Last,
 }
 
@@ -75,6 +90,7 @@ pub fn link_create(
     let (flags, relative_id) = match anchor {
         Anchor::Before(id) => (BPF_F_BEFORE | BPF_F_ID, id),
         Anchor::After(id) => (BPF_F_AFTER | BPF_F_ID, id),
+        Anchor::BeforeLink(id) => (BPF_F_BEFORE | BPF_F_LINK | BPF_F_ID, id),
         Anchor::Last => (BPF_F_AFTER, 0),
     };
     let mut attr = LinkCreateTcx {
@@ -107,6 +123,30 @@ pub fn pin(fd: &OwnedFd, path: &Path) -> std::io::Result<()> {
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
 }
 
+/// Opens the bpf object (here: a link) pinned at `path`.
+pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut attr = ObjPin {
+        pathname: c.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = sys_bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Replaces the program of a link (TCX: in place, the list keeps its order and no
+/// packet sees the hook without it).
+pub fn link_update(link: &OwnedFd, prog_fd: RawFd) -> std::io::Result<()> {
+    let mut attr = LinkUpdate {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog_fd as u32,
+        ..Default::default()
+    };
+    sys_bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +158,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(LinkCreateTcx, relative_id), 16);
         assert_eq!(std::mem::offset_of!(LinkCreateTcx, expected_revision), 24);
         assert_eq!(std::mem::offset_of!(ObjPin, bpf_fd), 8);
+        assert_eq!(std::mem::offset_of!(LinkUpdate, new_prog_fd), 4);
+        assert_eq!(std::mem::size_of::<LinkUpdate>(), 16);
     }
 }
