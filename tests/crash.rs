@@ -769,3 +769,68 @@ tracepoint = "syscalls/sys_enter_getpid"
     wait_for(&d, "the programs to be unloaded", &|p| static_count(p) == 0);
     assert!(ping(&ns));
 }
+
+/// Background reconciliation running while a load and an attach are half done must not
+/// take them for a crash's leftovers. The daemon stalls 1.5 s at each step between
+/// "recorded" and "pinned" (fault points armed with `@sleep`) while reconciliation runs
+/// every second: the load and the attach still succeed, work, and nothing is reported
+/// as repaired. (Found by the dispatcher benchmark: a reconcile dropped a link row an
+/// attach had just recorded.)
+#[test]
+fn reconciliation_waits_for_operations_in_flight() {
+    require_root!();
+    let _serial = serial();
+    let d = Daemon::start_with(
+        "[daemon]\nreconcile_interval_secs = 1\n",
+        &[(
+            "BPFMAN_FAULT",
+            "load.pinned@sleep1500,attach.intent@sleep1500,attach.pinned@sleep1500",
+        )],
+    );
+    let ns = Netns::new();
+    let p = cli(
+        &d,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("tc_test.bpf.o"),
+            "--programs",
+            "tcx:tc_drop_icmp",
+        ],
+    )
+    .expect("load while reconciliation runs")[0]["id"]
+        .as_u64()
+        .unwrap();
+    let l = cli(
+        &d,
+        &[
+            "attach",
+            &p.to_string(),
+            "tcx",
+            "-d",
+            "ingress",
+            "-i",
+            &ns.host_if,
+        ],
+    )
+    .expect("attach while reconciliation runs")["link_id"]
+        .as_u64()
+        .unwrap();
+    assert!(!ns.ping(), "the attached dropper does not run");
+    std::thread::sleep(Duration::from_millis(1500));
+    let links = cli(&d, &["list", "links"]).unwrap();
+    assert_eq!(links.as_array().map(|a| a.len()), Some(1), "{links}");
+    assert_eq!(links[0]["link_id"].as_u64(), Some(l));
+    let log = d.log();
+    assert!(
+        log.contains("stalling"),
+        "the fault points did not fire: {log}"
+    );
+    assert!(
+        !log.contains("background reconcile repaired"),
+        "reconciliation repaired an operation in flight: {log}"
+    );
+    cli(&d, &["detach", &l.to_string()]).unwrap();
+    cli(&d, &["unload", &p.to_string()]).unwrap();
+}

@@ -1,6 +1,8 @@
 //! Fault injection for crash tests: `BPFMAN_FAULT=<point>[,<point>...]` makes the daemon
 //! abort (as abruptly as SIGKILL: no destructors, no flush) the first time it reaches a
-//! named point. Unset, each point costs one load of a cached `Option`.
+//! named point; `<point>@sleep<ms>` makes it stall there instead, every time (for tests
+//! of what runs concurrently with a half-done operation). Unset, each point costs one
+//! load of a cached `Option`.
 //!
 //! Points, in the order an operation passes them:
 //! - `load.pinned`: programs loaded and pinned, not yet in the store
@@ -36,12 +38,21 @@ fn armed() -> &'static Option<Vec<String>> {
     })
 }
 
-/// Aborts the process here if `point` is armed.
+/// Aborts the process here if `point` is armed (or stalls, if armed with `@sleep<ms>`).
 pub fn point(point: &str) {
-    if let Some(points) = armed()
-        && points.iter().any(|p| p == point)
-    {
-        eprintln!("bpfman: fault injection: aborting at {point}");
-        std::process::abort();
+    let Some(points) = armed() else { return };
+    for p in points {
+        match p.split_once("@sleep") {
+            Some((name, ms)) if name == point => {
+                let ms = ms.parse().unwrap_or(1000);
+                eprintln!("bpfman: fault injection: stalling {ms} ms at {point}");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            None if p == point => {
+                eprintln!("bpfman: fault injection: aborting at {point}");
+                std::process::abort();
+            }
+            _ => {}
+        }
     }
 }

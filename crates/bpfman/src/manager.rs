@@ -105,6 +105,11 @@ pub struct Manager {
     features: Features,
     paths: Paths,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Mutations (load, unload, attach, detach) hold it shared while they touch the
+    /// kernel and the store; reconciliation holds it exclusively, so it never sees a
+    /// half-made object (a link recorded but not yet pinned, a pin not yet recorded)
+    /// and takes it for a crash's leftover.
+    gate: RwLock<()>,
     images: ImagePuller,
     /// Program id -> declares XDP multi-buffer support (from its ELF section).
     frags: Mutex<HashMap<u32, bool>>,
@@ -252,6 +257,7 @@ impl Manager {
             features,
             paths,
             locks: Mutex::new(HashMap::new()),
+            gate: RwLock::new(()),
             images: ImagePuller::new(&images)?,
             frags: Mutex::new(HashMap::new()),
         };
@@ -327,6 +333,13 @@ impl Manager {
 
     pub fn counts(&self) -> Result<(u64, u64)> {
         self.store.counts()
+    }
+
+    /// Shared hold of the reconciliation gate, for the length of one mutation.
+    fn gate_shared(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        self.gate
+            .read()
+            .map_err(|_| Error::internal("lock poisoned"))
     }
 
     fn lock(&self, key: String) -> Arc<Mutex<()>> {
@@ -476,6 +489,7 @@ impl Manager {
                 )
             }
         };
+        let _gate = self.gate_shared()?;
 
         // Map sharing: use the maps of the owner (or of the owner's own owner).
         let owner = match req.map_owner_id {
@@ -626,6 +640,7 @@ impl Manager {
     /// Unloads a program: detaches its links, then removes it (and its maps, when it
     /// owns them). A program whose maps others use is refused until they are unloaded.
     pub fn unload(&self, caller: Caller, id: u32) -> Result<()> {
+        let _gate = self.gate_shared()?;
         let lock = self.lock(format!("prog/{id}"));
         let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let p = self.managed(id)?;
@@ -685,6 +700,7 @@ impl Manager {
             AttachSpec::Tc(h) if h.proceed_on.is_empty() => h.proceed_on = vec![0, 3, 30],
             _ => {}
         }
+        let _gate = self.gate_shared()?;
         let plock = self.lock(format!("prog/{program_id}"));
         let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let p = self.managed(program_id)?;
@@ -1364,6 +1380,7 @@ impl Manager {
             &format!("detach link {link_id}"),
         )
         .map_err(|e| e.context(format!("link {link_id}")))?;
+        let _gate = self.gate_shared()?;
         let plock = self.lock(format!("prog/{}", l.program_id));
         let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
         // Re-read under the lock: another call may have removed it meanwhile.
@@ -1492,6 +1509,11 @@ impl Manager {
     /// Brings store and bpffs into agreement: records whose pins are gone are dropped,
     /// pins no record knows are removed. Returns what it did.
     pub fn reconcile(&self) -> Result<ReconcileReport> {
+        // No load, unload, attach or detach is half done while this runs.
+        let _gate = self
+            .gate
+            .write()
+            .map_err(|_| Error::internal("lock poisoned"))?;
         let mut report = ReconcileReport::default();
         let links = self.store.links(None)?;
         for l in &links {
