@@ -18,5 +18,6 @@ for line in sys.stdin:
 [ -n "$bin" ] || { echo "bench-dispatcher: build failed" >&2; exit 1; }
 vng --disable-kvm --memory 2G --cpus 2 --user root --run "$kernel" --exec "
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-    cd '$repo' && BENCH_REPEAT=\${BENCH_REPEAT:-1000000} '$bin'
+    uname -r
+    cd '$repo' && BENCH_REPEAT=${BENCH_REPEAT:-1000000} BENCH_SETUPS=${BENCH_SETUPS:-6} '$bin'
 "

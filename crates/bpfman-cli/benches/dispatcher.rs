@@ -163,7 +163,7 @@ fn main() {
     let setups: usize = std::env::var("BENCH_SETUPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(6);
     println!(
         "## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per sample, median of {rounds} interleaved samples x {setups} fresh setups, 64-byte frame)\n"
     );
