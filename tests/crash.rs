@@ -25,6 +25,7 @@ const TEST_PROGRAMS: &[&str] = &[
     "xdp_drop_proto",
     "xdp_count_pass",
     "xdp_chain",
+    "tc_chain",
     "tc_drop_icmp",
     "tc_count",
     "tp_count",
@@ -81,6 +82,9 @@ enum Scenario {
     Tracepoint,
     /// Three XDP programs through the dispatcher (needs freplace).
     Dispatcher,
+    /// Three tc programs through the TC dispatcher (needs freplace; behind a TCX link
+    /// on kernels with TCX, a clsact filter otherwise).
+    TcDispatcher,
 }
 
 /// The whole life cycle of a scenario; stops at the first failed call (the daemon died)
@@ -147,6 +151,25 @@ fn life_cycle(d: &Daemon, ns: &Netns, s: Scenario) -> Option<String> {
                     cli(d, &["unload", &p.to_string()]).ok()?;
                 }
             }
+            Scenario::TcDispatcher => {
+                let ok = "ret_code=00000000";
+                let shot = "ret_code=02000000";
+                let a = load(&tc, "tc:tc_chain", &["-g", ok])?;
+                let b = load(&tc, "tc:tc_chain", &["-g", shot])?;
+                let c = load(&tc, "tc:tc_chain", &["-g", ok])?;
+                let on = |id: u64, prio: &str| {
+                    attach(id, &["tc", "-d", "ingress", "-i", &ns.host_if, "-p", prio])
+                };
+                let la = on(a, "10")?;
+                let lb = on(b, "20")?;
+                let lc = on(c, "30")?;
+                cli(d, &["detach", &lb.to_string()]).ok()?;
+                cli(d, &["detach", &la.to_string()]).ok()?;
+                cli(d, &["detach", &lc.to_string()]).ok()?;
+                for p in [a, b, c] {
+                    cli(d, &["unload", &p.to_string()]).ok()?;
+                }
+            }
         }
         Some(())
     })();
@@ -189,11 +212,17 @@ fn check(d: &Daemon, ns: &Netns) -> Vec<String> {
         if on_veth && (name == "xdp_drop_proto" || name == "tc_drop_icmp") {
             drops = true;
         }
-        if on_veth && name == "xdp_chain" {
-            // In the dispatcher scenario the dropping copy has its global set to drop.
+        if on_veth && (name == "xdp_chain" || name == "tc_chain") {
+            // In the dispatcher scenarios the dropping copy has its global set to drop
+            // (XDP_DROP 1, TC_ACT_SHOT 2), which is not in its proceed-on.
             let p =
                 cli(d, &["get", "program", &l["program_id"].to_string()]).unwrap_or(Value::Null);
-            if p.to_string().contains("01000000") {
+            let dropping = if name == "xdp_chain" {
+                "01000000"
+            } else {
+                "02000000"
+            };
+            if p.to_string().contains(dropping) {
                 drops = true;
             }
         }
@@ -426,7 +455,7 @@ fn crash_at_every_point_and_at_random_then_restart() {
     );
 }
 
-/// The same through XDP dispatcher rebuilds (needs freplace: the VM runs it).
+/// The same through XDP and TC dispatcher rebuilds (needs freplace: the VM runs it).
 #[test]
 fn crash_at_every_point_during_dispatcher_rebuilds() {
     require_root!();
@@ -447,17 +476,24 @@ fn crash_at_every_point_during_dispatcher_rebuilds() {
         random_interrupted: 0,
         problems: Vec::new(),
     };
-    for p in bpfman::fault::POINTS
-        .iter()
-        .filter(|p| !p.starts_with("load") && !p.starts_with("unload"))
-    {
-        run_once(&mut d, &ns, Scenario::Dispatcher, Some(p), None, &mut tally);
+    for s in [Scenario::Dispatcher, Scenario::TcDispatcher] {
+        for p in bpfman::fault::POINTS
+            .iter()
+            .filter(|p| !p.starts_with("load") && !p.starts_with("unload"))
+        {
+            run_once(&mut d, &ns, s, Some(p), None, &mut tally);
+        }
     }
-    for ms in [300u64, 900, 1500, 2500] {
+    for (s, ms) in [
+        (Scenario::Dispatcher, 300u64),
+        (Scenario::TcDispatcher, 600),
+        (Scenario::Dispatcher, 1500),
+        (Scenario::TcDispatcher, 2500),
+    ] {
         run_once(
             &mut d,
             &ns,
-            Scenario::Dispatcher,
+            s,
             None,
             Some(Duration::from_millis(ms)),
             &mut tally,

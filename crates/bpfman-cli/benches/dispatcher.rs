@@ -164,8 +164,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
+    // Under `-icount shift=0` (scripts/bench-dispatcher.sh's default) the guest clock
+    // counts executed instructions: one "ns" is one x86 instruction.
+    let clock = std::env::var("BENCH_CLOCK").unwrap_or_else(|_| "wall".into());
     println!(
-        "## XDP dispatcher overhead (BPF_PROG_TEST_RUN, {repeat} runs per sample, median of {rounds} interleaved samples x {setups} fresh setups, 64-byte frame)\n"
+        "## XDP dispatcher overhead (BPF_PROG_TEST_RUN, clock {clock}, {repeat} runs per sample, median of {rounds} interleaved samples x {setups} fresh setups, 64-byte frame)\n"
     );
     println!("| programs | direct (1 program) ns | bpfman dispatcher ns | libxdp dispatcher ns |");
     println!("|---|---|---|---|");
