@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Daemon, Netns, has_feature, le_hex, obj};
+use common::{Daemon, Netns, has_feature, le_hex, link_in, obj};
 use serde_json::Value;
 
 fn getpid_syscalls(n: u32) {
@@ -302,14 +302,7 @@ fn tcx_attach_orders_by_priority_and_drops() {
         "seen {seen}, dropped {dropped}: counter did not run first"
     );
     let links = d.json(&["list", "links"]);
-    let pos = |l: u32| {
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["link_id"] == l)
-            .map(|x| x["position"].clone())
-    };
+    let pos = |l: u32| Some(link_in(&links, l as u64)["position"].clone());
     assert_eq!(pos(l_count), Some(Value::from(0)));
     assert_eq!(pos(l_drop), Some(Value::from(1)));
     let err = d.fails(&[
@@ -954,15 +947,7 @@ fn xdp_dispatcher_chains_programs_in_order() {
     assert!(ns.ping(), "two passing programs dropped ping");
     let lb = attach(&d, b, "20", &[]);
     let links = d.json(&["list", "links"]);
-    let get = |l: u32| {
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["link_id"] == l)
-            .unwrap()
-            .clone()
-    };
+    let get = |l: u32| link_in(&links, l as u64);
     assert_eq!(get(la)["position"], 0);
     assert_eq!(get(lb)["position"], 1);
     assert_eq!(get(lc)["position"], 2);
@@ -1110,15 +1095,7 @@ fn tc_dispatcher_chains_programs_in_order() {
     assert!(ns.ping(), "two passing programs dropped ping");
     let lb = attach(&d, b, "20", &[]);
     let links = d.json(&["list", "links"]);
-    let get = |l: u32| {
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["link_id"] == l)
-            .unwrap()
-            .clone()
-    };
+    let get = |l: u32| link_in(&links, l as u64);
     assert_eq!(get(la)["position"], 0);
     assert_eq!(get(lb)["position"], 1);
     assert_eq!(get(lc)["position"], 2);
@@ -1274,14 +1251,7 @@ fn tcx_programs_run_before_the_tc_dispatcher(d: &Daemon, ns: &Netns, a: u32, la:
     );
     assert_eq!(hits(a), a0, "the dispatcher ran before the tcx program");
     let links = d.json(&["list", "links"]);
-    let pos = |l: u32| {
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["link_id"] == l)
-            .map(|x| x["position"].clone())
-    };
+    let pos = |l: u32| Some(link_in(&links, l as u64)["position"].clone());
     assert_eq!(pos(ld), Some(Value::from(0)), "{links}");
     assert_eq!(pos(la), Some(Value::from(1)), "{links}");
     assert_eq!(

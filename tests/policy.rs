@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::sync::Once;
 
-use common::{Daemon, Netns, obj};
+use common::{Daemon, Netns, link_in, obj};
 use serde_json::Value;
 
 const TENANTS: &str = "bpfmt-tenants";
@@ -511,15 +511,7 @@ fn two_tenants_share_one_interface_in_the_order_the_policy_intends() {
         .as_u64()
         .unwrap();
     let links = e.ok(ALICE, &["list", "links"]);
-    let pos = |l: u64| {
-        links
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["link_id"] == l)
-            .unwrap()["position"]
-            .clone()
-    };
+    let pos = |l: u64| link_in(&links, l)["position"].clone();
     assert_eq!(pos(la), 0);
     assert_eq!(pos(lb), 1);
     // Traffic: Alice's counter sees every packet, then Bob's program drops ICMP.

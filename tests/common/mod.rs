@@ -725,3 +725,12 @@ pub fn b64(data: &[u8]) -> String {
     }
     out
 }
+
+/// The link with this id in the output of `bpfman list links` (Null when absent).
+pub fn link_in(links: &Value, id: u64) -> Value {
+    links
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["link_id"] == id))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
