@@ -483,12 +483,15 @@ fn crash_at_every_point_during_dispatcher_rebuilds() {
         {
             run_once(&mut d, &ns, s, Some(p), None, &mut tally);
         }
+        // The first rebuild puts a lone program on the hook; the 2nd swaps a dispatcher
+        // in, the 4th (the first detach) swaps a smaller one in.
+        for p in ["rebuild.swapped#2", "rebuild.swapped#4"] {
+            run_once(&mut d, &ns, s, Some(p), None, &mut tally);
+        }
     }
     for (s, ms) in [
-        (Scenario::Dispatcher, 300u64),
-        (Scenario::TcDispatcher, 600),
-        (Scenario::Dispatcher, 1500),
-        (Scenario::TcDispatcher, 2500),
+        (Scenario::Dispatcher, 900u64),
+        (Scenario::TcDispatcher, 1500),
     ] {
         run_once(
             &mut d,

@@ -1,7 +1,8 @@
 //! Fault injection for crash tests: `BPFMAN_FAULT=<point>[,<point>...]` makes the daemon
 //! abort (as abruptly as SIGKILL: no destructors, no flush) the first time it reaches a
-//! named point; `<point>@sleep<ms>` makes it stall there instead, every time (for tests
-//! of what runs concurrently with a half-done operation). Unset, each point costs one
+//! named point; `<point>#<n>` the n-th time it reaches it (a later rebuild, say);
+//! `<point>@sleep<ms>` makes it stall there instead, every time (for tests of what runs
+//! concurrently with a half-done operation). Unset, each point costs one
 //! load of a cached `Option`.
 //!
 //! Points, in the order an operation passes them:
@@ -14,7 +15,8 @@
 //! - `rebuild.swapped`: the new revision swapped onto the hook, not yet recorded
 //! - `rebuild.recorded`: recorded, the old revision not yet removed
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// Every fault point, for tests that walk them all.
 pub const POINTS: &[&str] = &[
@@ -38,10 +40,30 @@ fn armed() -> &'static Option<Vec<String>> {
     })
 }
 
+/// How often each point has been reached (only counted when faults are armed).
+fn reached(point: &str) -> usize {
+    static SEEN: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let mut m = SEEN
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let n = m.entry(point.to_string()).or_default();
+    *n += 1;
+    *n
+}
+
 /// Aborts the process here if `point` is armed (or stalls, if armed with `@sleep<ms>`).
 pub fn point(point: &str) {
     let Some(points) = armed() else { return };
+    let n = reached(point);
     for p in points {
+        if let Some((name, nth)) = p.split_once('#') {
+            if name == point && nth.parse() == Ok(n) {
+                eprintln!("bpfman: fault injection: aborting at {point} (time {n})");
+                std::process::abort();
+            }
+            continue;
+        }
         match p.split_once("@sleep") {
             Some((name, ms)) if name == point => {
                 let ms = ms.parse().unwrap_or(1000);

@@ -261,7 +261,7 @@ impl Manager {
             images: ImagePuller::new(&images)?,
             frags: Mutex::new(HashMap::new()),
         };
-        let report = m.reconcile()?;
+        let report = m.reconcile_with(true)?;
         Ok((m, report))
     }
 
@@ -1137,7 +1137,33 @@ impl Manager {
                     self.kernel.install_tc_link(h, prog, &hook_link)?;
                     Ok(hook_link.display().to_string())
                 }
-                DispatchKind::Tc => Ok(self.kernel.install_tc(h, prog, existing_filter)?.encode()),
+                DispatchKind::Tc => {
+                    // A new classic filter: record where it will be first, so a crash
+                    // right after making it leaves a record that reconciliation can act
+                    // on (a filter holds no pin, so nothing else would find it).
+                    if existing_filter.is_none() {
+                        self.store.put_dispatcher(&crate::store::DispatcherRecord {
+                            hook: hook.to_string(),
+                            kind: kind.as_str().into(),
+                            revision: 0,
+                            dispatcher_pin: String::new(),
+                            link_pin: TcFilter::BPFMAN.encode(),
+                            program_id: 0,
+                        })?;
+                    }
+                    let made = match self.kernel.install_tc(h, prog, existing_filter) {
+                        // The recorded filter is gone (its qdisc deleted by another tool,
+                        // or a crash mid-detach): make it again.
+                        Err(_) if existing_filter.is_some() => {
+                            self.kernel.install_tc(h, prog, None)
+                        }
+                        r => r,
+                    };
+                    if made.is_err() && existing_filter.is_none() {
+                        let _ = self.store.delete_dispatcher(hook);
+                    }
+                    Ok(made?.encode())
+                }
             }
         };
         let built = (|| -> Result<(u32, String)> {
@@ -1509,6 +1535,12 @@ impl Manager {
     /// Brings store and bpffs into agreement: records whose pins are gone are dropped,
     /// pins no record knows are removed. Returns what it did.
     pub fn reconcile(&self) -> Result<ReconcileReport> {
+        self.reconcile_with(false)
+    }
+
+    /// `at_start`: the daemon has just started, so an operation of the previous process
+    /// may have been cut short anywhere (see `reconcile_dispatchers`).
+    fn reconcile_with(&self, at_start: bool) -> Result<ReconcileReport> {
         // No load, unload, attach or detach is half done while this runs.
         let _gate = self
             .gate
@@ -1601,7 +1633,7 @@ impl Manager {
             }
         }
         self.reconcile_interfaces(&mut report)?;
-        self.reconcile_dispatchers(&mut report)?;
+        self.reconcile_dispatchers(&mut report, at_start)?;
         for a in &report.actions {
             warn!("reconcile: {a}");
         }
@@ -1612,7 +1644,12 @@ impl Manager {
     /// mid-rebuild can leave a newer revision swapped in but unrecorded, a half-built
     /// one, or a hook whose detach did not finish. Each is rebuilt from the store (the
     /// swap is atomic, so traffic never misses the programs that stay) or removed.
-    fn reconcile_dispatchers(&self, report: &mut ReconcileReport) -> Result<()> {
+    ///
+    /// A classic TC filter cannot be asked which program it runs (no bpf_link), so at
+    /// start-up each classic TC hook that has links is rebuilt from the store: a crash
+    /// between swapping a revision in and recording it would otherwise go unnoticed. The
+    /// filter's program is replaced in place, so traffic does not notice.
+    fn reconcile_dispatchers(&self, report: &mut ReconcileReport, at_start: bool) -> Result<()> {
         let root = self.kernel.bpffs().join("dispatchers");
         let mut hooks: std::collections::BTreeSet<String> = self
             .store
@@ -1686,47 +1723,54 @@ impl Manager {
             let Some(h) = links.iter().find_map(|l| l.spec.net_hook().cloned()) else {
                 continue;
             };
-            let consistent = rec.as_ref().is_some_and(|r| {
-                let lone = r.dispatcher_pin.is_empty();
-                let rev_dir = dir.join(r.revision.to_string());
-                let slots_ok = if lone {
-                    links.len() == 1
-                } else {
-                    let mut want: Vec<String> =
-                        links.iter().map(|l| format!("link_{}", l.id)).collect();
-                    let mut have: Vec<String> = std::fs::read_dir(&rev_dir)
-                        .map(|r| {
-                            r.flatten()
-                                .map(|e| e.file_name().to_string_lossy().into_owned())
-                                .filter(|n| n.starts_with("link_"))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    want.sort();
-                    have.sort();
-                    want == have && rev_dir.join("dispatcher").exists()
-                };
-                // A classic TC filter is checked (and repaired) below; a bpf_link (XDP,
-                // or TC behind TCX) must run the recorded program.
-                let running_ok = match TcFilter::decode(&r.link_pin) {
-                    Some(_) => true,
-                    None => {
-                        let expect = if lone {
-                            self.store
-                                .program(links[0].program_id)
-                                .ok()
-                                .flatten()
-                                .and_then(|p| self.kernel.pinned_info(Path::new(&p.pin_path)).ok())
-                                .map(|k| k.id)
-                        } else {
-                            Some(r.program_id)
-                        };
-                        expect.is_some()
-                            && self.kernel.link_program_id(Path::new(&r.link_pin)) == expect
-                    }
-                };
-                slots_ok && running_ok
-            });
+            let classic_at_start = at_start
+                && rec
+                    .as_ref()
+                    .is_some_and(|r| TcFilter::decode(&r.link_pin).is_some());
+            let consistent = !classic_at_start
+                && rec.as_ref().is_some_and(|r| {
+                    let lone = r.dispatcher_pin.is_empty();
+                    let rev_dir = dir.join(r.revision.to_string());
+                    let slots_ok = if lone {
+                        links.len() == 1
+                    } else {
+                        let mut want: Vec<String> =
+                            links.iter().map(|l| format!("link_{}", l.id)).collect();
+                        let mut have: Vec<String> = std::fs::read_dir(&rev_dir)
+                            .map(|r| {
+                                r.flatten()
+                                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                                    .filter(|n| n.starts_with("link_"))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        want.sort();
+                        have.sort();
+                        want == have && rev_dir.join("dispatcher").exists()
+                    };
+                    // A classic TC filter is checked (and repaired) below; a bpf_link (XDP,
+                    // or TC behind TCX) must run the recorded program.
+                    let running_ok = match TcFilter::decode(&r.link_pin) {
+                        Some(_) => true,
+                        None => {
+                            let expect = if lone {
+                                self.store
+                                    .program(links[0].program_id)
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|p| {
+                                        self.kernel.pinned_info(Path::new(&p.pin_path)).ok()
+                                    })
+                                    .map(|k| k.id)
+                            } else {
+                                Some(r.program_id)
+                            };
+                            expect.is_some()
+                                && self.kernel.link_program_id(Path::new(&r.link_pin)) == expect
+                        }
+                    };
+                    slots_ok && running_ok
+                });
             // Classic TC: the filter (and its clsact qdisc) can be deleted by other tools
             // (`tc qdisc del dev X clsact`). Replacing the filter's program with itself
             // is harmless when it is there and fails when it is not; then put it back.
@@ -1779,6 +1823,11 @@ impl Manager {
                 continue;
             }
             match self.rebuild(&hook, &h, links.clone(), kind) {
+                Ok(()) if classic_at_start => info!(
+                    hook,
+                    links = links.len(),
+                    "classic TC dispatcher rebuilt from the store at start-up"
+                ),
                 Ok(()) => report.actions.push(format!(
                     "dispatcher {hook}: what ran did not match the {} recorded link(s); rebuilt it",
                     links.len()

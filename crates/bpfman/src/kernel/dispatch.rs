@@ -38,6 +38,17 @@ impl DispatchKind {
 
 /// The tc filter priority bpfman's classic (netlink) TC attachments use.
 pub const TC_FILTER_PRIORITY: u16 = 50;
+/// And the handle: fixed, so that where a new filter will be is known (and recorded)
+/// before it is made, and a crash right after making it leaves nothing unknown.
+pub const TC_FILTER_HANDLE: u32 = 0xb9f;
+
+impl TcFilter {
+    /// Where bpfman puts a hook's classic TC filter.
+    pub const BPFMAN: TcFilter = TcFilter {
+        priority: TC_FILTER_PRIORITY,
+        handle: TC_FILTER_HANDLE,
+    };
+}
 
 /// Where a classic TC attachment is: its filter priority and handle on the clsact qdisc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +200,7 @@ impl Kernel {
                         at,
                         TcAttachOptions::Netlink(NlOptions {
                             priority: TC_FILTER_PRIORITY,
+                            handle: TcHandle::from(TC_FILTER_HANDLE),
                             ..Default::default()
                         }),
                     )
