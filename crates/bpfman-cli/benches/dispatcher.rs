@@ -134,19 +134,22 @@ fn main() {
     let bpffs = daemon.bpffs();
 
     // Direct: the program alone.
-    let direct_id = cli(
-        &sock,
-        &[
-            "load",
-            "file",
-            "--path",
-            &obj,
-            "--programs",
-            "xdp:xdp_count_pass",
-        ],
-    )[0]["id"]
-        .as_u64()
-        .expect("id") as u32;
+    let load_count_pass = || -> u64 {
+        cli(
+            &sock,
+            &[
+                "load",
+                "file",
+                "--path",
+                &obj,
+                "--programs",
+                "xdp:xdp_count_pass",
+            ],
+        )[0]["id"]
+            .as_u64()
+            .expect("id")
+    };
+    let direct_id = load_count_pass() as u32;
     let direct_fd = obj_get(&bpffs.join(format!("prog_{direct_id}")));
     assert_eq!(test_run(direct_fd, 1000).0, 2, "XDP_PASS expected");
 
@@ -184,19 +187,7 @@ fn main() {
             let mut links = Vec::new();
             let mut progs = Vec::new();
             for i in 0..n {
-                let id = cli(
-                    &sock,
-                    &[
-                        "load",
-                        "file",
-                        "--path",
-                        &obj,
-                        "--programs",
-                        "xdp:xdp_count_pass",
-                    ],
-                )[0]["id"]
-                    .as_u64()
-                    .expect("id");
+                let id = load_count_pass();
                 let l = cli(
                     &sock,
                     &[

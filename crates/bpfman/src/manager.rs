@@ -1151,18 +1151,11 @@ impl Manager {
                             program_id: 0,
                         })?;
                     }
-                    let made = match self.kernel.install_tc(h, prog, existing_filter) {
-                        // The recorded filter is gone (its qdisc deleted by another tool,
-                        // or a crash mid-detach): make it again.
-                        Err(_) if existing_filter.is_some() => {
-                            self.kernel.install_tc(h, prog, None)
-                        }
-                        r => r,
-                    };
+                    let made = self.kernel.install_tc(h, prog, existing_filter);
                     if made.is_err() && existing_filter.is_none() {
                         let _ = self.store.delete_dispatcher(hook);
                     }
-                    Ok(made?.encode())
+                    Ok(made?.0.encode())
                 }
             }
         };
@@ -1285,17 +1278,6 @@ impl Manager {
     /// the kernel loaded before.
     fn load_as_extension(&self, p: &Program, pin: &Path, kind: DispatchKind) -> Result<()> {
         let dispatcher = self.kernel.ext_target(kind)?;
-        self.load_as_extension_of(p, pin, kind, &dispatcher, Kernel::EXT_TARGET_SLOT)
-    }
-
-    fn load_as_extension_of(
-        &self,
-        p: &Program,
-        pin: &Path,
-        kind: DispatchKind,
-        dispatcher: &Path,
-        slot: &str,
-    ) -> Result<()> {
         let bytes = self.bytecode_of(p)?;
         let owner = match p.map_owner_id {
             Some(o) => self.managed(o)?,
@@ -1311,7 +1293,7 @@ impl Manager {
             shared_maps: Some((PathBuf::from(&owner.map_pin_path), owner.maps.clone())),
         };
         self.kernel
-            .load_extension(bytes, plan, kind, dispatcher, slot, pin)?;
+            .load_extension(bytes, plan, kind, &dispatcher, Kernel::EXT_TARGET_SLOT, pin)?;
         let tag = self.kernel.pinned_info(pin)?.tag;
         if tag != p.tag {
             let _ = std::fs::remove_file(pin);
@@ -1772,8 +1754,8 @@ impl Manager {
                     slots_ok && running_ok
                 });
             // Classic TC: the filter (and its clsact qdisc) can be deleted by other tools
-            // (`tc qdisc del dev X clsact`). Replacing the filter's program with itself
-            // is harmless when it is there and fails when it is not; then put it back.
+            // (`tc qdisc del dev X clsact`). Putting the running program on it again is
+            // harmless when it is there; install_tc makes the filter again when it is not.
             if consistent
                 && kind == DispatchKind::Tc
                 && let Some(r) = &rec
@@ -1786,11 +1768,10 @@ impl Manager {
                 } else {
                     Some(PathBuf::from(&r.dispatcher_pin))
                 };
-                if let Some(prog) = prog
-                    && self.kernel.install_tc(&h, &prog, Some(f)).is_err()
-                {
-                    match self.kernel.install_tc(&h, &prog, None) {
-                        Ok(nf) => {
+                if let Some(prog) = prog {
+                    match self.kernel.install_tc(&h, &prog, Some(f)) {
+                        Ok((_, false)) => {}
+                        Ok((nf, true)) => {
                             let mut r2 = r.clone();
                             r2.link_pin = nf.encode();
                             self.store.put_dispatcher(&r2)?;

@@ -160,8 +160,22 @@ impl Kernel {
     /// Puts the program pinned at `prog` on the hook as a classic TC filter (clsact
     /// qdisc, direct action): the first time as a new filter, afterwards by replacing
     /// the program of the existing filter in place (the kernel swaps it under RCU, so
-    /// no packet misses the filter).
+    /// no packet misses the filter). If the existing filter is gone (its qdisc deleted
+    /// by another tool, or a crash mid-detach), it is made again. Returns where the
+    /// filter is and whether it had to be made again.
     pub fn install_tc(
+        &self,
+        hook: &NetHook,
+        prog: &Path,
+        existing: Option<TcFilter>,
+    ) -> Result<(TcFilter, bool)> {
+        match (self.place_tc(hook, prog, existing), existing) {
+            (Err(_), Some(_)) => Ok((self.place_tc(hook, prog, None)?, true)),
+            (r, _) => Ok((r?, false)),
+        }
+    }
+
+    fn place_tc(
         &self,
         hook: &NetHook,
         prog: &Path,

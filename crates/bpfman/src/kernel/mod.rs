@@ -711,11 +711,7 @@ pub(crate) fn pin_tcx_link(link: &std::os::fd::OwnedFd, pin: &Path) -> Result<u3
     }
     tcx::pin(link, pin)
         .map_err(|e| Error::internal(format!("pinning link at {}: {e}", pin.display())))?;
-    Ok(PinnedLink::from_pin(pin)
-        .ok()
-        .map(FdLink::from)
-        .and_then(|l| l.info().ok().map(|i| i.id()))
-        .unwrap_or(0))
+    Ok(pinned_link_id(pin).unwrap_or(0))
 }
 
 /// The kernel id of the bpf_link pinned at `pin` (None: no such pin, or not a link).
