@@ -135,30 +135,35 @@ fn life_cycle(d: &Daemon, ns: &Netns, s: Scenario) -> Option<String> {
                 cli(d, &["detach", &l.to_string()]).ok()?;
                 cli(d, &["unload", &p.to_string()]).ok()?;
             }
-            Scenario::Dispatcher => {
-                let pass = "ret_code=02000000";
-                let drop = "ret_code=01000000";
-                let a = load(&xdp, "xdp:xdp_chain", &["-g", pass])?;
-                let b = load(&xdp, "xdp:xdp_chain", &["-g", drop])?;
-                let c = load(&xdp, "xdp:xdp_chain", &["-g", pass])?;
-                let la = attach(a, &["xdp", "-i", &ns.host_if, "-p", "10"])?;
-                let lb = attach(b, &["xdp", "-i", &ns.host_if, "-p", "20"])?;
-                let lc = attach(c, &["xdp", "-i", &ns.host_if, "-p", "30"])?;
-                cli(d, &["detach", &lb.to_string()]).ok()?;
-                cli(d, &["detach", &la.to_string()]).ok()?;
-                cli(d, &["detach", &lc.to_string()]).ok()?;
-                for p in [a, b, c] {
-                    cli(d, &["unload", &p.to_string()]).ok()?;
-                }
-            }
-            Scenario::TcDispatcher => {
-                let ok = "ret_code=00000000";
-                let shot = "ret_code=02000000";
-                let a = load(&tc, "tc:tc_chain", &["-g", ok])?;
-                let b = load(&tc, "tc:tc_chain", &["-g", shot])?;
-                let c = load(&tc, "tc:tc_chain", &["-g", ok])?;
+            Scenario::Dispatcher | Scenario::TcDispatcher => {
+                // Three copies of one chain program: the middle one returns a code that
+                // is not in its proceed-on (XDP_DROP 1, TC_ACT_SHOT 2), the others go on
+                // (XDP_PASS 2, TC_ACT_OK 0).
+                let xdp_hook = ["xdp", "-i", &ns.host_if];
+                let tc_hook = ["tc", "-d", "ingress", "-i", &ns.host_if];
+                let (object, prog, pass, stop, hook): (&str, &str, &str, &str, &[&str]) = match s {
+                    Scenario::Dispatcher => (
+                        &xdp,
+                        "xdp:xdp_chain",
+                        "ret_code=02000000",
+                        "ret_code=01000000",
+                        &xdp_hook,
+                    ),
+                    _ => (
+                        &tc,
+                        "tc:tc_chain",
+                        "ret_code=00000000",
+                        "ret_code=02000000",
+                        &tc_hook,
+                    ),
+                };
+                let a = load(object, prog, &["-g", pass])?;
+                let b = load(object, prog, &["-g", stop])?;
+                let c = load(object, prog, &["-g", pass])?;
                 let on = |id: u64, prio: &str| {
-                    attach(id, &["tc", "-d", "ingress", "-i", &ns.host_if, "-p", prio])
+                    let mut args = hook.to_vec();
+                    args.extend(["-p", prio]);
+                    attach(id, &args)
                 };
                 let la = on(a, "10")?;
                 let lb = on(b, "20")?;
