@@ -40,9 +40,10 @@ async fn connect(socket: &Path) -> anyhow::Result<Clients> {
             socket.display()
         )
     })?;
+    // Replies (a long listing) may be larger than tonic's default 4 MiB.
     Ok(Clients {
-        v1: BpfmanClient::new(channel.clone()),
-        ext: BpfmanExtClient::new(channel),
+        v1: BpfmanClient::new(channel.clone()).max_decoding_message_size(MAX_REPLY),
+        ext: BpfmanExtClient::new(channel).max_decoding_message_size(MAX_REPLY),
     })
 }
 
@@ -51,9 +52,29 @@ pub async fn connect_ext(socket: &Path) -> anyhow::Result<BpfmanExtClient<Channe
     Ok(connect(socket).await?.ext)
 }
 
-/// Turns a gRPC status into the daemon's message.
+const MAX_REPLY: usize = 64 << 20;
+
+/// Turns a gRPC status into the daemon's message. A status without one (the connection
+/// dropped, the daemon died, a transport error) still says what happened: its code and
+/// the underlying error, never an empty line.
 fn call_err(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", s.message())
+    use std::error::Error as _;
+    if !s.message().is_empty() {
+        return anyhow!("{}", s.message());
+    }
+    let mut why = format!(
+        "the call failed with gRPC status {:?} and no message",
+        s.code()
+    );
+    let mut src = s.source();
+    while let Some(e) = src {
+        why = format!("{why}: {e}");
+        src = e.source();
+    }
+    if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
+        why.push_str(" (did the daemon stop or close the connection? see its log)");
+    }
+    anyhow!(why)
 }
 
 fn parse_kv(list: &[String], what: &str) -> anyhow::Result<HashMap<String, String>> {

@@ -12,8 +12,9 @@ use bpfman::manager::{Manager, Paths};
 use bpfman_api::ext::bpfman_ext_server::BpfmanExtServer;
 use bpfman_api::v1::bpfman_server::BpfmanServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
+
+use crate::admission;
 
 use crate::args::DaemonArgs;
 use crate::server::Service;
@@ -24,21 +25,49 @@ fn is_bpffs(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Makes `path` a directory only root can enter (the runtime dir, its store, bpffs).
+fn root_only(path: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", path.display()))
+}
+
 fn ensure_bpffs(path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-    if is_bpffs(path) {
-        return Ok(());
+    if !is_bpffs(path) {
+        nix::mount::mount(
+            Some("bpf"),
+            path,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting bpffs at {} (needs CAP_SYS_ADMIN)", path.display()))?;
+        info!("mounted bpffs at {}", path.display());
     }
-    nix::mount::mount(
-        Some("bpf"),
-        path,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .with_context(|| format!("mounting bpffs at {} (needs CAP_SYS_ADMIN)", path.display()))?;
-    info!("mounted bpffs at {}", path.display());
-    Ok(())
+    // A fresh bpffs root is mode 1777: anyone could pre-create the daemon's pins.
+    root_only(path)
+}
+
+/// Raises the soft open-file limit to the hard one: every connection and open pin costs
+/// an fd, and systemd's default soft limit is 1024.
+fn raise_nofile() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                warn!(
+                    "cannot raise RLIMIT_NOFILE: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 /// Tracepoints resolve through tracefs; mount it where the kernel expects it if nobody did.
@@ -148,7 +177,12 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         .init();
     let required = args.config != Path::new("/etc/bpfman/bpfman.toml");
     let config = Config::load(&args.config, required).map_err(|e| anyhow::anyhow!("{e}"))?;
+    raise_nofile();
     let paths = Paths::new(&args.runtime_dir, &socket);
+    root_only(&paths.runtime_dir)?;
+    if let Some(db) = paths.database.parent() {
+        root_only(db)?;
+    }
     ensure_bpffs(&paths.bpffs)?;
     ensure_tracefs();
     let (manager, report) =
@@ -170,8 +204,15 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     unsafe {
         libc::malloc_trim(0);
     }
+    let manager = Arc::new(manager);
+    let limits = admission::Limits::from_config(&config.api);
+    let admit = admission::AdmissionLayer {
+        manager: manager.clone(),
+        limits,
+        requests: Arc::new(admission::Counter::default()),
+    };
     let service = Service {
-        manager: Arc::new(manager),
+        manager,
         version: env!("CARGO_PKG_VERSION"),
         config_path: args.config.clone(),
     };
@@ -287,10 +328,16 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
             }
             info!("shutting down; programs stay pinned and attached");
         };
+        let incoming =
+            admission::incoming(listener, limits, Arc::new(admission::Counter::default()));
         tonic::transport::Server::builder()
+            .max_concurrent_streams(config.api.max_streams_per_connection)
+            .http2_max_pending_accept_reset_streams(Some(32))
+            .http2_max_header_list_size(64 << 10)
+            .layer(admit)
             .add_service(BpfmanServer::new(service.clone()).max_decoding_message_size(max_request))
             .add_service(BpfmanExtServer::new(service).max_decoding_message_size(max_request))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("serving the API")?;
         let _ = std::fs::remove_file(&socket);

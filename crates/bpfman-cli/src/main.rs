@@ -1,6 +1,7 @@
 //! `bpfman`: the daemon (`bpfman daemon`) and its command-line client (everything else).
 //! The client speaks only the gRPC API over the daemon's unix socket.
 
+mod admission;
 mod args;
 mod client;
 mod daemon;

@@ -14,8 +14,9 @@ use bpfman::policy::Action;
 use bpfman::{Error, ErrorKind};
 use bpfman_api::ext::{self, bpfman_ext_server::BpfmanExt};
 use bpfman_api::v1::{self, bpfman_server::Bpfman};
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
+
+use crate::admission::PeerInfo;
 use tracing::warn;
 
 #[derive(Clone)]
@@ -48,31 +49,39 @@ fn status(e: Error) -> Status {
         ErrorKind::PermissionDenied => Status::permission_denied(e.message()),
         ErrorKind::Kernel => Status::aborted(e.message()),
         ErrorKind::Internal => Status::internal(e.message()),
+        ErrorKind::ResourceExhausted => Status::resource_exhausted(e.message()),
+        ErrorKind::Cancelled => Status::cancelled(e.message()),
     }
 }
 
 /// The caller, from the kernel's credentials of the connection (SO_PEERCRED).
 fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    let cred = req
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
-    Ok(Caller {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid().unwrap_or(0),
-    })
+    req.extensions()
+        .get::<PeerInfo>()
+        .and_then(|i| i.caller())
+        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))
 }
 
 impl Service {
-    /// Runs a manager call on a blocking thread (kernel work blocks).
+    /// Runs a manager call on a blocking thread (kernel work blocks). If the client
+    /// cancels, times out or goes away first, this future is dropped, and the call
+    /// does not start (or stops at its next wait): see `bpfman::request`.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Manager) -> bpfman::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let m = self.manager.clone();
-        match tokio::task::spawn_blocking(move || f(&m)).await {
+        let alive = bpfman::request::AliveGuard::new();
+        let flag = alive.0.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            bpfman::request::scope(flag, || {
+                bpfman::request::check()?;
+                f(&m)
+            })
+        })
+        .await;
+        drop(alive);
+        match r {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if bpfman::manager::is_client_error(&e) {
@@ -284,6 +293,10 @@ fn link_info(l: &Link, program_name: String, dispatcher_revision: u32) -> ext::L
     }
     if let Some(i) = l.ifindex {
         details.insert("ifindex".into(), i.to_string());
+    }
+    // What a uprobe really probes: the file (device and inode) that was opened.
+    if let Some(p) = l.metadata.get("bpfman.io/probed") {
+        details.insert("probed".into(), p.clone());
     }
     ext::LinkInfo {
         link_id: l.id,

@@ -36,9 +36,17 @@ pub struct DaemonConfig {
     /// (pins removed, interfaces or namespaces deleted); 0 turns them off. Default 30.
     #[serde(default = "default_reconcile_interval")]
     pub reconcile_interval_secs: u64,
-    /// The largest API request accepted, in bytes. Default 4 MiB.
+    /// The largest API request accepted, in bytes. Default 1 MiB (a load of 10,000
+    /// programs is about 300 KiB).
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
+    /// The largest bytecode file a load reads, in bytes. Default 64 MiB.
+    #[serde(default = "default_max_bytecode")]
+    pub max_bytecode_bytes: u64,
+    /// How long opening and reading a caller's file (bytecode, uprobe target) may take
+    /// before the request fails. Default 10.
+    #[serde(default = "default_file_timeout")]
+    pub file_open_timeout_secs: u64,
     /// The most programs the daemon keeps loaded (all callers together). Default 1024.
     #[serde(default = "default_max_programs")]
     pub max_programs: u32,
@@ -59,7 +67,13 @@ fn default_reconcile_interval() -> u64 {
     30
 }
 fn default_max_request() -> usize {
-    4 << 20
+    1 << 20
+}
+fn default_max_bytecode() -> u64 {
+    64 << 20
+}
+fn default_file_timeout() -> u64 {
+    10
 }
 fn default_max_programs() -> u32 {
     1024
@@ -73,6 +87,8 @@ impl Default for DaemonConfig {
         Self {
             reconcile_interval_secs: default_reconcile_interval(),
             max_request_bytes: default_max_request(),
+            max_bytecode_bytes: default_max_bytecode(),
+            file_open_timeout_secs: default_file_timeout(),
             max_programs: default_max_programs(),
             max_links: default_max_links(),
             programs_dir: default_programs_dir(),
@@ -98,6 +114,19 @@ pub struct ImagesConfig {
     pub auth_file: Option<PathBuf>,
     #[serde(default)]
     pub signatures: SignatureConfig,
+    /// How long one pull may take in all before it is abandoned. Default 300.
+    #[serde(default = "default_pull_timeout")]
+    pub pull_timeout_secs: u64,
+    /// Pulls one caller (other than root) may have in progress at once. Default 2.
+    #[serde(default = "default_pulls_per_uid")]
+    pub max_pulls_per_uid: u32,
+}
+
+fn default_pull_timeout() -> u64 {
+    300
+}
+fn default_pulls_per_uid() -> u32 {
+    2
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -115,6 +144,8 @@ impl Default for ImagesConfig {
             insecure_registries: Vec::new(),
             auth_file: None,
             signatures: SignatureConfig::default(),
+            pull_timeout_secs: default_pull_timeout(),
+            max_pulls_per_uid: default_pulls_per_uid(),
         }
     }
 }
@@ -159,12 +190,74 @@ pub struct TrustedKey {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[api]`: the socket, and what callers may hold of the daemon. Root is never
+/// counted against these limits and is always served.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Group that owns the socket (mode 0660). Default "bpfman"; when that group does
     /// not exist the socket stays root's only.
     pub socket_group: Option<String>,
+    /// Connections open at once from all callers but root. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one uid (not root). Default 16.
+    #[serde(default = "default_max_connections_per_uid")]
+    pub max_connections_per_uid: usize,
+    /// Requests in progress at once from all callers but root. Default 64.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: usize,
+    /// Requests in progress at once from one uid (not root). Default 8.
+    #[serde(default = "default_max_requests_per_uid")]
+    pub max_requests_per_uid: usize,
+    /// HTTP/2 streams one connection may have open at once. Default 8.
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: u32,
+    /// A connection with no request in progress and no traffic for this long is
+    /// closed (clients reconnect on their next call). Default 120.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// A connection that has not started a request this long after connecting is
+    /// closed. Default 10.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+fn default_max_connections_per_uid() -> usize {
+    16
+}
+fn default_max_requests() -> usize {
+    64
+}
+fn default_max_requests_per_uid() -> usize {
+    8
+}
+fn default_max_streams() -> u32 {
+    8
+}
+fn default_idle_timeout() -> u64 {
+    120
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket_group: None,
+            max_connections: default_max_connections(),
+            max_connections_per_uid: default_max_connections_per_uid(),
+            max_requests: default_max_requests(),
+            max_requests_per_uid: default_max_requests_per_uid(),
+            max_streams_per_connection: default_max_streams(),
+            idle_timeout_secs: default_idle_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -194,6 +287,59 @@ impl Config {
                 return Err(Error::invalid(format!(
                     "config {origin}: interfaces.{iface}.xdp_mode = '{m}': use drv, skb or hw"
                 )));
+            }
+        }
+        for (key, v) in [
+            ("api.max_connections", c.api.max_connections as u64),
+            (
+                "api.max_connections_per_uid",
+                c.api.max_connections_per_uid as u64,
+            ),
+            ("api.max_requests", c.api.max_requests as u64),
+            (
+                "api.max_requests_per_uid",
+                c.api.max_requests_per_uid as u64,
+            ),
+            (
+                "api.max_streams_per_connection",
+                c.api.max_streams_per_connection as u64,
+            ),
+            ("api.handshake_timeout_secs", c.api.handshake_timeout_secs),
+            ("api.idle_timeout_secs", c.api.idle_timeout_secs),
+            (
+                "daemon.max_request_bytes",
+                c.daemon.max_request_bytes as u64,
+            ),
+            ("daemon.max_bytecode_bytes", c.daemon.max_bytecode_bytes),
+            (
+                "daemon.file_open_timeout_secs",
+                c.daemon.file_open_timeout_secs,
+            ),
+            ("images.pull_timeout_secs", c.images.pull_timeout_secs),
+            (
+                "images.max_pulls_per_uid",
+                c.images.max_pulls_per_uid as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(format!(
+                    "config {origin}: {key} must be above 0"
+                )));
+            }
+        }
+        for r in &c.policy.rules {
+            for t in r.program_types.iter().flatten() {
+                if !crate::model::ProgramKind::ALL
+                    .iter()
+                    .any(|k| k.as_str() == t)
+                {
+                    return Err(Error::invalid(format!(
+                        "config {origin}: rule '{}': program_types has '{t}', which is not a \
+                         program type (use xdp, tc, tcx, tracepoint, kprobe, kretprobe, \
+                         uprobe, uretprobe, fentry, fexit)",
+                        r.name
+                    )));
+                }
             }
         }
         if c.images.max_image_size == 0 {

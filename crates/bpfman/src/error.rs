@@ -23,6 +23,11 @@ pub enum ErrorKind {
     Kernel,
     /// The daemon's own state (store, bpffs) failed.
     Internal,
+    /// A limit on what one caller (or all callers) may have in flight was reached; the
+    /// same request may succeed later.
+    ResourceExhausted,
+    /// The caller gave up (cancelled, timed out, or went away) before the work started.
+    Cancelled,
 }
 
 /// A bpfman error: a kind plus a message written for the person who has to act on it.
@@ -62,6 +67,12 @@ impl Error {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+    pub fn exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ResourceExhausted, message)
+    }
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Cancelled, message)
     }
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -1,6 +1,7 @@
 //! bpfman: the library behind the daemon. `model` is plain data, `store` the only SQL,
 //! `kernel` the only aya, `manager` the rules that tie them together.
 
+pub mod access;
 pub mod config;
 pub mod dispatcher;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod kernel;
 pub mod manager;
 pub mod model;
 pub mod policy;
+pub mod request;
 pub mod statics;
 pub mod store;
 

@@ -5,14 +5,23 @@
 //! Every call is synchronous (kernel work blocks); the daemon runs calls on blocking
 //! threads. There is no global lock: the store serialises its own SQL, and objects are
 //! locked one by one (a program, a hook), always program before hook.
+//!
+//! Every mutating call authorizes first and works after: a coarse check (does any rule
+//! naming the caller grant the action?) before any state is read, then the full
+//! decision with the request's facts, and only then files, locks, the reconciliation
+//! gate and the kernel. Files the caller names are opened as the caller (`access`).
+//! Quotas are reserved atomically with their check. Each decision is audited with the
+//! operation's outcome.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::access::{self, Confine, Identity, Limits};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault;
@@ -24,7 +33,9 @@ use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
 use crate::model::{
     AttachSpec, Bytecode, Caller, Link, LoadRequest, NetHook, Program, ProgramKind, now_rfc3339,
 };
-use crate::policy::{Action, Decision, Policy, PolicyConfig, Request, Subject};
+use crate::policy::{
+    Action, Decision, Policy, PolicyConfig, RESERVED_METADATA_PREFIX, Request, Rule, Subject,
+};
 use crate::store::{Store, hook_key};
 
 /// XDP return codes a program may continue the chain on (and the dispatcher's own).
@@ -96,10 +107,336 @@ pub struct ReconcileReport {
     pub actions: Vec<String>,
 }
 
+/// Metadata limits per program or link: enough for every real use (upstream's Kubernetes
+/// agent writes two keys), small enough that no tenant can make listings unanswerable.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+pub const MAX_METADATA_KEY: usize = 253;
+pub const MAX_METADATA_VALUE: usize = 1024;
+pub const MAX_METADATA_TOTAL: usize = 4096;
+/// The longest function, tracepoint or interface-independent name accepted.
+pub const MAX_NAME: usize = 256;
+/// Global-data overrides per load, and bytes in all.
+pub const MAX_GLOBALS: usize = 256;
+pub const MAX_GLOBAL_BYTES: usize = 256 << 10;
+
+/// The audit log: one JSON object per decided mutating request, written when the
+/// operation ends with its outcome.
+struct AuditLog {
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl AuditLog {
+    fn write(&self, entry: &serde_json::Value) {
+        if let Ok(mut a) = self.file.lock()
+            && let Some(f) = a.as_mut()
+            && let Err(e) = writeln!(f, "{entry}")
+        {
+            warn!("writing the audit log: {e}");
+        }
+        info!(target: "audit", "{entry}");
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), marking the cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &s[..end], s.len())
+}
+
+/// An allowed mutating request whose audit line is written with its outcome.
+pub struct Ticket {
+    log: Arc<AuditLog>,
+    entry: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Ticket {
+    fn finish<T>(mut self, r: &Result<T>) {
+        if let Some(mut e) = self.entry.take() {
+            match r {
+                Ok(_) => {
+                    e.insert("outcome".into(), "succeeded".into());
+                }
+                Err(err) => {
+                    e.insert("outcome".into(), "failed".into());
+                    e.insert("error".into(), truncate(err.message(), 1024).into());
+                }
+            }
+            self.log.write(&serde_json::Value::Object(e));
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.insert("outcome".into(), "abandoned".into());
+            self.log.write(&serde_json::Value::Object(e));
+        }
+    }
+}
+
+/// Programs and links being created, counted with the store's so that a quota check
+/// and the creation it admits are one step.
+#[derive(Default)]
+struct Reservations {
+    programs: HashMap<u32, u32>,
+    links: HashMap<u32, u32>,
+    all_programs: u64,
+    all_links: u64,
+}
+
+/// A held reservation; released when the objects are recorded (or the request fails).
+struct Reserved<'a> {
+    m: &'a Mutex<Reservations>,
+    uid: u32,
+    programs: u32,
+    links: u32,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut guard = match self.m.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let r = &mut *guard;
+        for (map, n) in [(&mut r.programs, self.programs), (&mut r.links, self.links)] {
+            if n == 0 {
+                continue;
+            }
+            if let Some(v) = map.get_mut(&self.uid) {
+                *v = v.saturating_sub(n);
+                if *v == 0 {
+                    map.remove(&self.uid);
+                }
+            }
+        }
+        r.all_programs = r.all_programs.saturating_sub(self.programs as u64);
+        r.all_links = r.all_links.saturating_sub(self.links as u64);
+    }
+}
+
+/// Pulls in progress per uid (root is not counted).
+struct PullSlot<'a> {
+    m: &'a Mutex<HashMap<u32, u32>>,
+    uid: u32,
+}
+
+impl Drop for PullSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = match self.m.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(v) = m.get_mut(&self.uid) {
+            *v = v.saturating_sub(1);
+            if *v == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A process a probe is scoped to or resolved in, held by a pidfd so that a pid reused
+/// by another process between the check and the attach is noticed.
+struct ProcessRef {
+    pid: i32,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl ProcessRef {
+    fn open(pid: i32) -> Result<Self> {
+        if pid <= 0 {
+            return Err(Error::invalid(format!("invalid pid {pid}")));
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(Error::not_found(format!("process {pid} does not exist")));
+        }
+        // SAFETY: fd is a fresh descriptor this function owns.
+        let pidfd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        Ok(Self { pid, pidfd })
+    }
+
+    /// Whether every uid of the process (real, effective, saved, filesystem) is `uid`.
+    fn belongs_to(&self, uid: u32) -> Result<bool> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .map_err(|_| Error::not_found(format!("process {} does not exist", self.pid)))?;
+        let uids: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.alive()?;
+        Ok(uids.len() == 4 && uids.iter().all(|u| *u == uid))
+    }
+
+    /// Err when the process the pidfd names has exited (its pid may now be another's).
+    fn alive(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: signal 0 only checks that the process exists; no info struct is passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!(
+                "process {} exited while the request was checked",
+                self.pid
+            )))
+        }
+    }
+
+    /// Whether its mount namespace is owned by the daemon's own user namespace (set up
+    /// by a privileged runtime), not by one an unprivileged user made.
+    fn mounts_owned_by_init_userns(&self) -> Result<bool> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::fs::MetadataExt;
+        let mnt = std::fs::File::open(format!("/proc/{}/ns/mnt", self.pid)).map_err(|e| {
+            Error::not_found(format!("process {}: its mount namespace: {e}", self.pid))
+        })?;
+        const NS_GET_USERNS: libc::c_ulong = 0xb701;
+        // SAFETY: NS_GET_USERNS takes no argument and returns a new fd or -1.
+        let fd = unsafe { libc::ioctl(mnt.as_raw_fd(), NS_GET_USERNS) };
+        if fd < 0 {
+            return Err(Error::kernel(format!(
+                "NS_GET_USERNS on the mount namespace of process {}: {}",
+                self.pid,
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a fresh descriptor owned here.
+        let owner = unsafe { std::fs::File::from_raw_fd(fd) };
+        let own = std::fs::metadata("/proc/self/ns/user")
+            .map_err(|e| Error::internal(format!("reading the daemon's user namespace: {e}")))?;
+        let theirs = owner
+            .metadata()
+            .map_err(|e| Error::internal(format!("fstat of a user namespace: {e}")))?;
+        Ok(own.ino() == theirs.ino() && own.dev() == theirs.dev())
+    }
+}
+
+/// Checks metadata against the limits above.
+fn check_metadata(m: &BTreeMap<String, String>, what: &str) -> Result<()> {
+    if m.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::invalid(format!(
+            "{what} has {} metadata entries; at most {MAX_METADATA_ENTRIES} are allowed",
+            m.len()
+        )));
+    }
+    let mut total = 0;
+    for (k, v) in m {
+        if k.is_empty() || k.len() > MAX_METADATA_KEY {
+            return Err(Error::invalid(format!(
+                "{what}: metadata keys must be 1 to {MAX_METADATA_KEY} bytes (one is {})",
+                k.len()
+            )));
+        }
+        if v.len() > MAX_METADATA_VALUE {
+            return Err(Error::invalid(format!(
+                "{what}: metadata value of '{}' is {} bytes; at most {MAX_METADATA_VALUE}",
+                truncate(k, 64),
+                v.len()
+            )));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_METADATA_TOTAL {
+        return Err(Error::invalid(format!(
+            "{what}: metadata is {total} bytes in all; at most {MAX_METADATA_TOTAL}"
+        )));
+    }
+    Ok(())
+}
+
+fn reserved_keys(m: &BTreeMap<String, String>) -> Vec<&str> {
+    m.keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with(RESERVED_METADATA_PREFIX))
+        .collect()
+}
+
+fn check_name(s: &str, what: &str) -> Result<()> {
+    if s.len() > MAX_NAME {
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes long; at most {MAX_NAME}",
+            s.len()
+        )));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "{what} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A tracepoint is CATEGORY/NAME, each of letters, digits, '_' and '-'.
+fn check_tracepoint(t: &str) -> Result<()> {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= MAX_NAME
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    match t.split_once('/') {
+        Some((a, b)) if ok(a) && ok(b) => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "tracepoint '{}' must be CATEGORY/NAME of letters, digits, '_' and '-', e.g. \
+             syscalls/sys_enter_openat",
+            truncate(t, 128)
+        ))),
+    }
+}
+
+/// What a caller's file open is confined to under the rule that allowed the request.
+fn file_confine(grant: Option<&Rule>, path: &Path) -> Result<Confine> {
+    match grant.and_then(|r| r.file_dirs.as_ref()) {
+        None => Ok(Confine::Anywhere),
+        Some(dirs) => crate::policy::granted_dir(dirs, path)
+            .map(|d| Confine::Beneath(d.to_path_buf()))
+            .ok_or_else(|| {
+                Error::denied(format!(
+                    "{} is not under a granted directory",
+                    path.display()
+                ))
+            }),
+    }
+}
+
+fn identity(who: &Subject, caller: Caller) -> Identity {
+    Identity {
+        uid: caller.uid,
+        gid: caller.gid,
+        groups: who.groups.iter().map(|(g, _)| *g).collect(),
+    }
+}
+
 pub struct Manager {
     config: Config,
     policy: RwLock<Arc<Policy>>,
-    audit: Mutex<Option<std::fs::File>>,
+    audit: Arc<AuditLog>,
+    reservations: Mutex<Reservations>,
+    pulls: Mutex<HashMap<u32, u32>>,
     store: Store,
     kernel: Kernel,
     features: Features,
@@ -168,34 +505,14 @@ impl Drop for ImagePuller {
     }
 }
 
-fn read_bytecode(bytecode: &Bytecode) -> Result<Vec<u8>> {
-    match bytecode {
-        Bytecode::File(path) => {
-            let p = Path::new(path);
-            if !p.is_absolute() {
-                return Err(Error::invalid(format!(
-                    "bytecode path '{path}' is relative; give an absolute path (the daemon \
-                     does not know the caller's working directory)"
-                )));
-            }
-            let bytes = std::fs::read(p).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Error::not_found(format!("bytecode file {path} does not exist"))
-                }
-                _ => Error::invalid(format!("reading bytecode file {path}: {e}")),
-            })?;
-            if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
-                return Err(Error::invalid(format!(
-                    "{path} is not an ELF object file; build eBPF programs with \
-                     `clang -target bpf -c` and give the .o"
-                )));
-            }
-            Ok(bytes)
-        }
-        Bytecode::Image { url, .. } => Err(Error::internal(format!(
-            "image {url} reached the file reader"
-        ))),
+fn check_elf(bytes: &[u8], path: &str) -> Result<()> {
+    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+        return Err(Error::invalid(format!(
+            "{path} is not an ELF object file; build eBPF programs with \
+             `clang -target bpf -c` and give the .o"
+        )));
     }
+    Ok(())
 }
 
 /// A rule with `require_signature` admits only images a trusted key verified.
@@ -250,7 +567,11 @@ impl Manager {
         let images = config.images.clone();
         let m = Self {
             policy: RwLock::new(Arc::new(Policy::new(config.policy.clone()))),
-            audit: Mutex::new(audit),
+            audit: Arc::new(AuditLog {
+                file: Mutex::new(audit),
+            }),
+            reservations: Mutex::new(Reservations::default()),
+            pulls: Mutex::new(HashMap::new()),
             config,
             store,
             kernel,
@@ -268,7 +589,7 @@ impl Manager {
     /// Replaces the policy (and audit log) in force; programs and links stay as they are.
     pub fn reload_policy(&self, p: PolicyConfig) -> Result<()> {
         let audit = open_audit(&p)?;
-        if let Ok(mut a) = self.audit.lock() {
+        if let Ok(mut a) = self.audit.file.lock() {
             *a = audit;
         }
         let rules = p.rules.len();
@@ -279,48 +600,184 @@ impl Manager {
         Ok(())
     }
 
-    /// Decides a request; mutating ones are written to the audit log. Err when denied.
-    pub fn authorize(&self, caller: Caller, req: &Request<'_>, what: &str) -> Result<Decision> {
-        let who = Subject::resolve(caller.uid, caller.gid);
-        let policy = match self.policy.read() {
+    fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
             Ok(p) => p.clone(),
             Err(p) => p.into_inner().clone(),
-        };
-        let d = policy.decide(&who, req);
-        let mutating = !matches!(req, Request::Read(_));
-        if mutating {
-            let entry = serde_json::json!({
-                "time": now_rfc3339(),
-                "uid": caller.uid,
-                "gid": caller.gid,
-                "pid": caller.pid,
-                "user": who.user,
-                "command": command_of(caller.pid),
-                "action": req.action().as_str(),
-                "request": what,
-                "rule": d.rule,
-                "decision": if d.allowed { "allow" } else { "deny" },
-                "reason": d.reason,
-            });
-            if let Ok(mut a) = self.audit.lock()
-                && let Some(f) = a.as_mut()
-                && let Err(e) = writeln!(f, "{entry}")
-            {
-                warn!("writing the audit log: {e}");
+        }
+    }
+
+    /// Whether any policy rule names this caller (root always): callers no rule names
+    /// are refused by the API layer before their requests are read.
+    pub fn knows(&self, caller: Caller) -> bool {
+        caller.uid == 0
+            || self
+                .policy()
+                .names(&Subject::resolve(caller.uid, caller.gid))
+    }
+
+    fn audit_entry(
+        &self,
+        caller: Caller,
+        who: &Subject,
+        action: Action,
+        what: &str,
+        rule: Option<&str>,
+        allowed: bool,
+        reason: &str,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let v = serde_json::json!({
+            "time": now_rfc3339(),
+            "uid": caller.uid,
+            "gid": caller.gid,
+            "pid": caller.pid,
+            "user": who.user,
+            // What the client process's argv says: reported by the client, not verified.
+            "command": truncate(&command_of(caller.pid), 256),
+            "command_source": "client-reported (/proc/PID/cmdline)",
+            "action": action.as_str(),
+            "request": truncate(what, 512),
+            "rule": rule,
+            "decision": if allowed { "allow" } else { "deny" },
+            "reason": truncate(reason, 1024),
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The coarse check, before any state is read: Err (audited, for mutating
+    /// actions) unless some rule naming the caller grants `action`.
+    fn precheck(&self, caller: Caller, action: Action, what: &str) -> Result<Subject> {
+        crate::request::check()?;
+        let who = Subject::resolve(caller.uid, caller.gid);
+        if let Err(reason) = self.policy().may(&who, action) {
+            if !matches!(action, Action::List | Action::Get) {
+                let mut e = self.audit_entry(caller, &who, action, what, None, false, &reason);
+                e.insert("outcome".into(), "denied".into());
+                self.audit.write(&serde_json::Value::Object(e));
             }
-            info!(target: "audit", "{entry}");
+            return Err(Error::denied(reason));
         }
-        if d.allowed {
-            Ok(d)
-        } else {
-            Err(Error::denied(d.reason))
+        Ok(who)
+    }
+
+    /// Decides a request with its facts. Denials are audited at once; an allowed
+    /// mutating request gets a ticket whose audit line is written with the outcome.
+    fn decide(
+        &self,
+        caller: Caller,
+        who: &Subject,
+        req: &Request<'_>,
+        what: &str,
+    ) -> Result<(Decision, Ticket)> {
+        let d = self.policy().decide(who, req);
+        let mutating = !matches!(req, Request::Read(_));
+        let mut entry = mutating.then(|| {
+            self.audit_entry(
+                caller,
+                who,
+                req.action(),
+                what,
+                d.rule.as_deref(),
+                d.allowed,
+                &d.reason,
+            )
+        });
+        if !d.allowed {
+            if let Some(mut e) = entry.take() {
+                e.insert("outcome".into(), "denied".into());
+                self.audit.write(&serde_json::Value::Object(e));
+            }
+            return Err(Error::denied(d.reason));
         }
+        Ok((
+            d,
+            Ticket {
+                log: self.audit.clone(),
+                entry,
+            },
+        ))
+    }
+
+    /// Decides a request (coarse check, then the facts); see [`Manager::decide`].
+    pub fn authorize(&self, caller: Caller, req: &Request<'_>, what: &str) -> Result<Decision> {
+        let who = self.precheck(caller, req.action(), what)?;
+        let (d, ticket) = self.decide(caller, &who, req, what)?;
+        ticket.finish(&Ok(()));
+        Ok(d)
     }
 
     /// Read access (list, get) for a caller.
     pub fn authorize_read(&self, caller: Caller, action: Action) -> Result<()> {
-        self.authorize(caller, &Request::Read(action), action.as_str())
-            .map(|_| ())
+        self.precheck(caller, action, action.as_str()).map(|_| ())
+    }
+
+    /// Reserves room for `programs` new programs and `links` new links of `uid`,
+    /// checking the daemon's limits; returns what the caller owns (recorded and being
+    /// created) before this reservation.
+    fn reserve(&self, uid: u32, programs: u32, links: u32) -> Result<((u32, u32), Reserved<'_>)> {
+        let mut r = self
+            .reservations
+            .lock()
+            .map_err(|_| Error::internal("lock poisoned"))?;
+        let (total_programs, total_links) = self.store.counts()?;
+        let (all_p, all_l) = (total_programs + r.all_programs, total_links + r.all_links);
+        let max_p = self.config.daemon.max_programs as u64;
+        if programs > 0 && all_p + programs as u64 > max_p {
+            return Err(Error::precondition(format!(
+                "the daemon already keeps {all_p} programs loaded; {max_p} is its limit \
+                 ([daemon] max_programs); unload some first"
+            )));
+        }
+        let max_l = self.config.daemon.max_links as u64;
+        if links > 0 && all_l + links as u64 > max_l {
+            return Err(Error::precondition(format!(
+                "the daemon already keeps {all_l} links; {max_l} is its limit \
+                 ([daemon] max_links); detach some first"
+            )));
+        }
+        let owned_p =
+            self.store.count_owned_programs(uid)? + r.programs.get(&uid).copied().unwrap_or(0);
+        let owned_l = self.store.count_owned_links(uid)? + r.links.get(&uid).copied().unwrap_or(0);
+        if programs > 0 {
+            *r.programs.entry(uid).or_default() += programs;
+        }
+        if links > 0 {
+            *r.links.entry(uid).or_default() += links;
+        }
+        r.all_programs += programs as u64;
+        r.all_links += links as u64;
+        Ok((
+            (owned_p, owned_l),
+            Reserved {
+                m: &self.reservations,
+                uid,
+                programs,
+                links,
+            },
+        ))
+    }
+
+    /// Sizes of the manager's per-key tables (for tests and metrics): locks,
+    /// reservations, pulls in progress.
+    pub fn table_sizes(&self) -> (usize, usize, usize) {
+        let locks = self.locks.lock().map(|m| m.len()).unwrap_or(0);
+        let res = self
+            .reservations
+            .lock()
+            .map(|r| r.programs.len() + r.links.len())
+            .unwrap_or(0);
+        let pulls = self.pulls.lock().map(|m| m.len()).unwrap_or(0);
+        (locks, res, pulls)
+    }
+
+    fn file_limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.config.daemon.max_bytecode_bytes,
+            deadline: Duration::from_secs(self.config.daemon.file_open_timeout_secs),
+        }
     }
 
     pub fn features(&self) -> &Features {
@@ -335,11 +792,15 @@ impl Manager {
         self.store.counts()
     }
 
-    /// Shared hold of the reconciliation gate, for the length of one mutation.
+    /// Shared hold of the reconciliation gate, for the length of one mutation. A request
+    /// whose caller gave up while it waited stops here.
     fn gate_shared(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
-        self.gate
+        let g = self
+            .gate
             .read()
-            .map_err(|_| Error::internal("lock poisoned"))
+            .map_err(|_| Error::internal("lock poisoned"))?;
+        crate::request::check()?;
+        Ok(g)
     }
 
     fn lock(&self, key: String) -> Arc<Mutex<()>> {
@@ -363,11 +824,13 @@ impl Manager {
 
     /// Loads programs from one object. Nothing is attached.
     pub fn load(&self, caller: Caller, req: LoadRequest) -> Result<Vec<Program>> {
+        let who = self.precheck(caller, Action::Load, "load")?;
         let bytecode = req
             .bytecode
             .clone()
             .ok_or_else(|| Error::invalid("load needs bytecode: a file path or an image"))?;
-        // Policy judges images by their normalised reference.
+        // Policy judges images by their normalised reference, and files by a path with
+        // no '.' or '..' in it.
         let bytecode = match bytecode {
             Bytecode::Image {
                 url,
@@ -378,22 +841,30 @@ impl Manager {
                 pull_policy,
                 digest,
             },
-            b => b,
+            Bytecode::File(f) => {
+                access::check_path(&f, "bytecode path")?;
+                Bytecode::File(f)
+            }
         };
         if req.programs.is_empty() {
             return Err(Error::invalid(
                 "load names no programs: give --programs TYPE:FUNCTION at least once",
             ));
         }
-        for (i, p) in req.programs.iter().enumerate() {
+        let mut seen = HashSet::with_capacity(req.programs.len());
+        for p in &req.programs {
             if p.name.is_empty() {
                 return Err(Error::invalid("a program's function name is empty"));
             }
-            if req.programs[..i].iter().any(|q| q.name == p.name) {
+            check_name(&p.name, "a function name")?;
+            if !seen.insert(p.name.as_str()) {
                 return Err(Error::invalid(format!(
                     "function '{}' is named twice",
                     p.name
                 )));
+            }
+            if let Some(f) = &p.attach_fn {
+                check_name(f, "a kernel function name")?;
             }
             if p.kind.needs_attach_fn() && p.attach_fn.as_deref().unwrap_or("").is_empty() {
                 return Err(Error::invalid(format!(
@@ -408,22 +879,44 @@ impl Manager {
                 )?;
             }
         }
+        if req.global_data.len() > MAX_GLOBALS {
+            return Err(Error::invalid(format!(
+                "{} globals given; at most {MAX_GLOBALS}",
+                req.global_data.len()
+            )));
+        }
+        let mut global_bytes = 0;
         for (k, v) in &req.global_data {
             if k.is_empty() || v.is_empty() {
                 return Err(Error::invalid(format!(
-                    "global '{k}' needs a name and at least one byte (NAME=HEX)"
+                    "global '{}' needs a name and at least one byte (NAME=HEX)",
+                    truncate(k, 64)
                 )));
             }
+            check_name(k, "a global's name")?;
+            global_bytes += v.len();
         }
-        let (total_programs, _) = self.counts()?;
-        let max = self.config.daemon.max_programs as u64;
-        if total_programs + req.programs.len() as u64 > max {
-            return Err(Error::precondition(format!(
-                "the daemon already keeps {total_programs} programs loaded; {max} is its limit \
-                 ([daemon] max_programs); unload some first"
+        if global_bytes > MAX_GLOBAL_BYTES {
+            return Err(Error::invalid(format!(
+                "global data is {global_bytes} bytes; at most {MAX_GLOBAL_BYTES}"
             )));
         }
-        let owned = self.store.count_owned_programs(caller.uid)?;
+        check_metadata(&req.metadata, "the load")?;
+        let n = req.programs.len() as u32;
+        let ((owned, _), reservation) = self.reserve(caller.uid, n, 0)?;
+        // Sharing maps reads and writes the owner's maps: the caller must own it (and
+        // the program whose maps it uses in turn).
+        let foreign_map_owner = match req.map_owner_id {
+            Some(id) if caller.uid != 0 => {
+                let p = self.managed(id)?;
+                let root = match p.map_owner_id {
+                    Some(r) => self.managed(r)?,
+                    None => p.clone(),
+                };
+                (p.owner.uid != caller.uid || root.owner.uid != caller.uid).then_some(id)
+            }
+            _ => None,
+        };
         let kinds: Vec<ProgramKind> = req.programs.iter().map(|p| p.kind).collect();
         let attach_fns: Vec<&str> = req
             .programs
@@ -433,21 +926,56 @@ impl Manager {
         let names: Vec<String> = req
             .programs
             .iter()
+            .take(16)
             .map(|p| format!("{}:{}", p.kind, p.name))
             .collect();
-        let decision = self.authorize(
+        let what = format!(
+            "load {}{} from {bytecode:?}",
+            names.join(" "),
+            if req.programs.len() > 16 {
+                format!(" (and {} more)", req.programs.len() - 16)
+            } else {
+                String::new()
+            }
+        );
+        let (decision, ticket) = self.decide(
             caller,
+            &who,
             &Request::Load {
                 bytecode: &bytecode,
                 kinds,
                 attach_fns,
                 owned_programs: owned,
-                new_programs: req.programs.len() as u32,
+                new_programs: n,
+                foreign_map_owner,
+                reserved_metadata: reserved_keys(&req.metadata),
             },
-            &format!("load {} from {bytecode:?}", names.join(" ")),
+            &what,
         )?;
+        let r = self.load_allowed(caller, &who, &decision, &req, bytecode);
+        drop(reservation);
+        ticket.finish(&r);
+        r
+    }
+
+    fn load_allowed(
+        &self,
+        caller: Caller,
+        who: &Subject,
+        decision: &Decision,
+        req: &LoadRequest,
+        bytecode: Bytecode,
+    ) -> Result<Vec<Program>> {
         let (bytes, bytecode) = match &bytecode {
-            Bytecode::File(_) => (read_bytecode(&bytecode)?, bytecode.clone()),
+            Bytecode::File(f) => {
+                let path = Path::new(f);
+                let confine = file_confine(decision.grant.as_ref(), path)?;
+                let bytes =
+                    access::read(&identity(who, caller), path, &confine, self.file_limits())
+                        .map_err(|e| e.context("bytecode file"))?;
+                check_elf(&bytes, f)?;
+                (bytes, bytecode.clone())
+            }
             Bytecode::Image {
                 url, pull_policy, ..
             } => {
@@ -455,13 +983,14 @@ impl Manager {
                     username: req.registry_auth.as_ref().map(|a| a.0.clone()),
                     password: req.registry_auth.as_ref().map(|a| a.1.clone()),
                 };
-                let rec = self.pull_cached(
+                let rec = self.pull_counted(
+                    caller,
                     url,
                     PullPolicy::from_i32(*pull_policy)?,
                     &creds,
                     &mut |_| {},
                 )?;
-                require_signed(&decision, &rec)?;
+                require_signed(decision, &rec)?;
                 for p in &req.programs {
                     if !rec.labels.programs.is_empty() && !rec.labels.programs.contains_key(&p.name)
                     {
@@ -489,6 +1018,9 @@ impl Manager {
                 )
             }
         };
+        // Parse the object ourselves first: a malformed one gets a clear error here
+        // rather than reaching the kernel loader.
+        crate::image::format::inspect_elf(&bytes, "the bytecode")?;
         let _gate = self.gate_shared()?;
 
         // Map sharing: use the maps of the owner (or of the owner's own owner).
@@ -506,6 +1038,16 @@ impl Manager {
                     })?,
                     None => p,
                 };
+                // Checked again now that nothing can change under us.
+                if caller.uid != 0
+                    && root.owner.uid != caller.uid
+                    && !decision.grant.as_ref().is_some_and(|g| g.manage_others)
+                {
+                    return Err(Error::denied(format!(
+                        "map owner program {} belongs to another user",
+                        root.id
+                    )));
+                }
                 Some(root)
             }
         };
@@ -518,9 +1060,6 @@ impl Manager {
                 .zip(shared_dir)
                 .map(|(o, d)| (d, o.maps.clone())),
         };
-        // Parse the object ourselves first: a malformed one gets a clear error here
-        // rather than reaching the kernel loader.
-        crate::image::format::inspect_elf(&bytes, "the bytecode")?;
         let loaded = self.kernel.load(bytes, plan)?;
         fault::point("load.pinned");
 
@@ -579,17 +1118,57 @@ impl Manager {
         creds: &Credentials,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<ImageRecord> {
+        let who = self.precheck(caller, Action::Pull, "pull")?;
         let (_, name) = ImageService::normalise(url)?;
-        let d = self.authorize(
-            caller,
-            &Request::Pull { image: &name },
-            &format!("pull {name}"),
-        )?;
-        let rec = self.pull_cached(&name, policy, creds, progress)?;
-        require_signed(&d, &rec)?;
-        Ok(rec)
+        let what = format!("pull {name}");
+        let (d, ticket) = self.decide(caller, &who, &Request::Pull { image: &name }, &what)?;
+        let r = self
+            .pull_counted(caller, &name, policy, creds, progress)
+            .and_then(|rec| require_signed(&d, &rec).map(|()| rec));
+        ticket.finish(&r);
+        r
     }
 
+    /// A pull on behalf of `caller`: at most `[images] max_pulls_per_uid` at once per
+    /// caller (root is not counted), so a slow registry holds only its own caller.
+    fn pull_counted(
+        &self,
+        caller: Caller,
+        url: &str,
+        policy: PullPolicy,
+        creds: &Credentials,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<ImageRecord> {
+        let _slot = if caller.uid != 0 {
+            let mut m = self
+                .pulls
+                .lock()
+                .map_err(|_| Error::internal("lock poisoned"))?;
+            let n = m.entry(caller.uid).or_default();
+            let max = self.config.images.max_pulls_per_uid;
+            if *n >= max {
+                if *n == 0 {
+                    m.remove(&caller.uid);
+                }
+                return Err(Error::exhausted(format!(
+                    "uid {} already has {max} pulls in progress ([images] max_pulls_per_uid); \
+                     wait for them",
+                    caller.uid
+                )));
+            }
+            *n += 1;
+            Some(PullSlot {
+                m: &self.pulls,
+                uid: caller.uid,
+            })
+        } else {
+            None
+        };
+        self.pull_cached(url, policy, creds, progress)
+    }
+
+    /// A pull with the daemon's deadline (`[images] pull_timeout_secs`): a registry
+    /// that trickles bytes is abandoned.
     fn pull_cached(
         &self,
         url: &str,
@@ -597,8 +1176,19 @@ impl Manager {
         creds: &Credentials,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<ImageRecord> {
-        self.images
-            .block_on(self.images.service()?.pull(url, policy, creds, progress))?
+        let limit = Duration::from_secs(self.config.images.pull_timeout_secs);
+        let pull = self.images.service()?.pull(url, policy, creds, progress);
+        match self
+            .images
+            .block_on(async { tokio::time::timeout(limit, pull).await })?
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::precondition(format!(
+                "pulling {url} took longer than {} s ([images] pull_timeout_secs); the \
+                 registry is too slow or stalled; nothing was cached",
+                limit.as_secs()
+            ))),
+        }
     }
 
     /// Cached images.
@@ -640,18 +1230,35 @@ impl Manager {
     /// Unloads a program: detaches its links, then removes it (and its maps, when it
     /// owns them). A program whose maps others use is refused until they are unloaded.
     pub fn unload(&self, caller: Caller, id: u32) -> Result<()> {
+        let what = format!("unload program {id}");
+        let who = self.precheck(caller, Action::Unload, &what)?;
+        let p = self.managed(id)?;
+        let (_, ticket) = self
+            .decide(
+                caller,
+                &who,
+                &Request::Unload {
+                    own: p.owner.uid == caller.uid,
+                },
+                &what,
+            )
+            .map_err(|e| e.context(format!("program {id}")))?;
+        let r = self.unload_allowed(id, p.owner);
+        ticket.finish(&r);
+        r
+    }
+
+    fn unload_allowed(&self, id: u32, decided_owner: Caller) -> Result<()> {
         let _gate = self.gate_shared()?;
         let lock = self.lock(format!("prog/{id}"));
         let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+        crate::request::check()?;
         let p = self.managed(id)?;
-        self.authorize(
-            caller,
-            &Request::Unload {
-                own: p.owner.uid == caller.uid,
-            },
-            &format!("unload program {id}"),
-        )
-        .map_err(|e| e.context(format!("program {id}")))?;
+        if p.owner != decided_owner {
+            return Err(Error::precondition(format!(
+                "program {id} changed while the request was decided; try again"
+            )));
+        }
         let users = self.store.map_users(id)?;
         if !users.is_empty() {
             let list: Vec<String> = users.iter().map(|u| u.to_string()).collect();
@@ -700,34 +1307,51 @@ impl Manager {
             AttachSpec::Tc(h) if h.proceed_on.is_empty() => h.proceed_on = vec![0, 3, 30],
             _ => {}
         }
-        let _gate = self.gate_shared()?;
-        let plock = self.lock(format!("prog/{program_id}"));
-        let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+        let who = self.precheck(caller, Action::Attach, "attach")?;
         let p = self.managed(program_id)?;
-        let (_, total_links) = self.counts()?;
-        let max = self.config.daemon.max_links as u64;
-        if total_links >= max {
-            return Err(Error::precondition(format!(
-                "the daemon already keeps {total_links} links; {max} is its limit \
-                 ([daemon] max_links); detach some first"
-            )));
-        }
-        let owned_links = self.store.count_owned_links(caller.uid)?;
-        self.authorize(
+        self.validate_attach(&p, &spec)?;
+        check_metadata(&metadata, "the attach")?;
+        // A process the probe is scoped to or resolved in: held by a pidfd from here on.
+        let process = match &spec {
+            AttachSpec::Uprobe {
+                pid, container_pid, ..
+            } => container_pid.or(*pid).map(ProcessRef::open).transpose()?,
+            _ => None,
+        };
+        let foreign_process = match &process {
+            Some(pr) if caller.uid != 0 && !pr.belongs_to(caller.uid)? => Some(pr.pid),
+            _ => None,
+        };
+        let ((_, owned_links), reservation) = self.reserve(caller.uid, 0, 1)?;
+        let what = format!(
+            "attach program {program_id} {} {}",
+            spec.name(),
+            truncate(&spec.target(), 256)
+        );
+        let (decision, ticket) = self.decide(
             caller,
+            &who,
             &Request::Attach {
                 kind: p.kind,
                 spec: &spec,
                 owned_links,
                 own_program: p.owner.uid == caller.uid,
+                foreign_process,
+                reserved_metadata: reserved_keys(&metadata),
             },
-            &format!(
-                "attach program {program_id} {} {}",
-                spec.name(),
-                spec.target()
-            ),
+            &what,
         )?;
-        if !p.kind.accepts(&spec) {
+        let r = self.attach_allowed(caller, &who, &decision, p, spec, metadata, process);
+        drop(reservation);
+        ticket.finish(&r);
+        r
+    }
+
+    /// Checks an attach request on its own (no state, no kernel): the program kind fits,
+    /// the hook's values are in range, names and paths are well formed.
+    fn validate_attach(&self, p: &Program, spec: &AttachSpec) -> Result<()> {
+        let program_id = p.id;
+        if !p.kind.accepts(spec) {
             return Err(Error::invalid(format!(
                 "program {program_id} ('{}') is a {} program; it cannot be attached as {}",
                 p.name,
@@ -738,20 +1362,8 @@ impl Manager {
         match &spec {
             AttachSpec::Xdp(h) => validate_hook("xdp", h, XDP_PROCEED_ON)?,
             AttachSpec::Tc(h) => validate_hook("tc", h, TC_PROCEED_ON)?,
-            AttachSpec::Tcx(h) => {
-                validate_hook("tcx", h, &[])?;
-                self.require("tcx", "attaching tcx programs")?;
-            }
-            AttachSpec::Tracepoint { tracepoint } => {
-                if tracepoint
-                    .split_once('/')
-                    .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
-                {
-                    return Err(Error::invalid(format!(
-                        "tracepoint '{tracepoint}' must be CATEGORY/NAME, e.g. syscalls/sys_enter_openat"
-                    )));
-                }
-            }
+            AttachSpec::Tcx(h) => validate_hook("tcx", h, &[])?,
+            AttachSpec::Tracepoint { tracepoint } => check_tracepoint(tracepoint)?,
             AttachSpec::Kprobe {
                 fn_name,
                 container_pid,
@@ -760,12 +1372,12 @@ impl Manager {
                 if fn_name.is_empty() {
                     return Err(Error::invalid("kprobe attach needs --fn-name"));
                 }
+                check_name(fn_name, "a kernel function name")?;
                 if container_pid.is_some() {
                     return Err(Error::invalid(
                         "kprobes are kernel-wide; --container-pid does not apply to them",
                     ));
                 }
-                self.require("kprobe", "attaching kprobes")?;
             }
             AttachSpec::Uprobe {
                 target,
@@ -781,8 +1393,180 @@ impl Manager {
                 if fn_name.as_deref().unwrap_or("").is_empty() && *offset == 0 {
                     return Err(Error::invalid("uprobe attach needs --fn-name or --offset"));
                 }
+                if let Some(f) = fn_name {
+                    check_name(f, "a symbol name")?;
+                }
+                // A bare library name is resolved through ld.so.cache (root only: see
+                // attach_allowed); anything else is a checked absolute path.
+                if target.contains('/') {
+                    access::check_path(target, "uprobe target")?;
+                } else {
+                    check_name(target, "a uprobe target")?;
+                }
             }
             AttachSpec::Fentry | AttachSpec::Fexit => {}
+        }
+        if let Some(h) = spec.net_hook() {
+            if h.iface.len() >= libc::IF_NAMESIZE || h.iface.contains('/') {
+                return Err(Error::invalid(format!(
+                    "'{}' is not an interface name (at most {} bytes, no '/')",
+                    truncate(&h.iface, 64),
+                    libc::IF_NAMESIZE - 1
+                )));
+            }
+            if let Some(ns) = &h.netns {
+                access::check_path(ns, "netns path")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens what a uprobe names as the caller and confined to the grant, and returns
+    /// the spec the kernel attaches (the opened file at `/proc/self/fd/N` and the
+    /// symbol resolved in it, so what was checked is what is probed) with the file.
+    fn open_uprobe_target(
+        &self,
+        caller: Caller,
+        who: &Subject,
+        decision: &Decision,
+        spec: &AttachSpec,
+        process: Option<&ProcessRef>,
+    ) -> Result<Option<(AttachSpec, access::Opened, String)>> {
+        let AttachSpec::Uprobe {
+            fn_name,
+            offset,
+            target,
+            pid,
+            container_pid,
+        } = spec
+        else {
+            return Ok(None);
+        };
+        if !target.contains('/') {
+            if caller.uid != 0 {
+                return Err(Error::invalid(format!(
+                    "uprobe target '{target}' is a library name; give the absolute path of \
+                     the binary or library (e.g. /usr/lib/x86_64-linux-gnu/libc.so.6): names \
+                     resolved through ld.so.cache are for root only"
+                )));
+            }
+            if container_pid.is_some() {
+                return Err(Error::invalid(
+                    "with --container-pid, give the target's absolute path inside the container",
+                ));
+            }
+            return Ok(None);
+        }
+        let path = Path::new(target);
+        let confine = match (container_pid, process) {
+            (Some(_), Some(pr)) => {
+                if caller.uid != 0 && !pr.mounts_owned_by_init_userns()? {
+                    return Err(Error::denied(format!(
+                        "process {}'s mount namespace belongs to a user namespace (a rootless \
+                         or user-namespaced container), where unprivileged users arrange the \
+                         files; only root may probe through it",
+                        pr.pid
+                    )));
+                }
+                Confine::InRoot(PathBuf::from(format!("/proc/{}/root", pr.pid)))
+            }
+            _ => match decision
+                .grant
+                .as_ref()
+                .and_then(|g| g.uprobe_targets.as_ref())
+            {
+                Some(t) => {
+                    Confine::Beneath(crate::policy::uprobe_dir(t, target).ok_or_else(|| {
+                        Error::denied(format!("uprobe target {target} is not granted"))
+                    })?)
+                }
+                None => Confine::Anywhere,
+            },
+        };
+        let limits = Limits {
+            max_bytes: u64::MAX,
+            deadline: Duration::from_secs(self.config.daemon.file_open_timeout_secs),
+        };
+        let opened = access::open(&identity(who, caller), path, &confine, limits)
+            .map_err(|e| e.context("uprobe target"))?;
+        let resolved = match fn_name.as_deref().filter(|f| !f.is_empty()) {
+            Some(sym) => crate::kernel::uprobe_symbol_offset(&opened.file, sym)
+                .map_err(|e| e.context(format!("uprobe target {target}")))?
+                .checked_add(*offset)
+                .ok_or_else(|| Error::invalid("uprobe offset overflows"))?,
+            None => *offset,
+        };
+        let probed = format!(
+            "{} ({}){}",
+            target,
+            opened.identity(),
+            match container_pid {
+                Some(c) => format!(" in the mount namespace of pid {c}"),
+                None => String::new(),
+            }
+        );
+        let kernel_spec = AttachSpec::Uprobe {
+            fn_name: None,
+            offset: resolved,
+            target: opened.fd_path().display().to_string(),
+            pid: *pid,
+            container_pid: None,
+        };
+        Ok(Some((kernel_spec, opened, probed)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attach_allowed(
+        &self,
+        caller: Caller,
+        who: &Subject,
+        decision: &Decision,
+        p: Program,
+        spec: AttachSpec,
+        mut metadata: BTreeMap<String, String>,
+        process: Option<ProcessRef>,
+    ) -> Result<Link> {
+        let program_id = p.id;
+        // Files first, with no lock held: a slow file holds only this request.
+        let uprobe = self.open_uprobe_target(caller, who, decision, &spec, process.as_ref())?;
+        if let Some((_, _, probed)) = &uprobe {
+            metadata.insert("bpfman.io/probed".into(), probed.clone());
+        }
+        let _gate = self.gate_shared()?;
+        let plock = self.lock(format!("prog/{program_id}"));
+        let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+        crate::request::check()?;
+        let p2 = self.managed(program_id)?;
+        if p2.owner != p.owner {
+            return Err(Error::precondition(format!(
+                "program {program_id} changed while the request was decided; try again"
+            )));
+        }
+        let kernel_spec = uprobe.as_ref().map(|(k, _, _)| k.clone());
+        let link = self.attach_locked(caller, &p2, spec, kernel_spec, metadata)?;
+        // The probed process must still be the one checked (not a reused pid).
+        if let Some(pr) = &process
+            && let Err(e) = pr.alive()
+        {
+            let _ = self.detach_locked(&link);
+            return Err(e);
+        }
+        Ok(link)
+    }
+
+    fn attach_locked(
+        &self,
+        caller: Caller,
+        p: &Program,
+        spec: AttachSpec,
+        kernel_spec: Option<AttachSpec>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Link> {
+        let program_id = p.id;
+        match &spec {
+            AttachSpec::Tcx(_) => self.require("tcx", "attaching tcx programs")?,
+            AttachSpec::Kprobe { .. } => self.require("kprobe", "attaching kprobes")?,
+            _ => {}
         }
 
         // Network hooks: resolve the interface and lock the hook.
@@ -815,7 +1599,7 @@ impl Manager {
                 .collect();
             return self.attach_dispatched(
                 caller,
-                &p,
+                p,
                 spec.clone(),
                 h,
                 hook,
@@ -897,7 +1681,7 @@ impl Manager {
         let attached = match self.kernel.attach(
             p.kind,
             Path::new(&p.pin_path),
-            &spec,
+            kernel_spec.as_ref().unwrap_or(&spec),
             &pin,
             tcx_anchor,
             xdp_mode,
@@ -1260,7 +2044,19 @@ impl Manager {
     /// again if it left the cache, with the daemon's own credentials).
     fn bytecode_of(&self, p: &Program) -> Result<Vec<u8>> {
         match &p.bytecode {
-            Bytecode::File(_) => read_bytecode(&p.bytecode),
+            // As the program's owner, with the same limits as its load: the file may have
+            // changed since (the caller of a rebuild checks the tag).
+            Bytecode::File(f) => {
+                let who = Subject::resolve(p.owner.uid, p.owner.gid);
+                let bytes = access::read(
+                    &identity(&who, p.owner),
+                    Path::new(f),
+                    &Confine::Anywhere,
+                    self.file_limits(),
+                )?;
+                check_elf(&bytes, f)?;
+                Ok(bytes)
+            }
             Bytecode::Image { url, .. } => {
                 let rec = self.pull_cached(
                     url,
@@ -1379,21 +2175,35 @@ impl Manager {
 
     /// Detaches a link.
     pub fn detach(&self, caller: Caller, link_id: u32) -> Result<()> {
+        let what = format!("detach link {link_id}");
+        let who = self.precheck(caller, Action::Detach, &what)?;
         let l = self.link(link_id)?;
-        self.authorize(
-            caller,
-            &Request::Detach {
-                own: l.owner.uid == caller.uid,
-            },
-            &format!("detach link {link_id}"),
-        )
-        .map_err(|e| e.context(format!("link {link_id}")))?;
-        let _gate = self.gate_shared()?;
-        let plock = self.lock(format!("prog/{}", l.program_id));
-        let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
-        // Re-read under the lock: another call may have removed it meanwhile.
-        let l = self.link(link_id)?;
-        self.detach_locked(&l)
+        let (_, ticket) = self
+            .decide(
+                caller,
+                &who,
+                &Request::Detach {
+                    own: l.owner.uid == caller.uid,
+                },
+                &what,
+            )
+            .map_err(|e| e.context(format!("link {link_id}")))?;
+        let r = (|| {
+            let _gate = self.gate_shared()?;
+            let plock = self.lock(format!("prog/{}", l.program_id));
+            let _pg = plock.lock().map_err(|_| Error::internal("lock poisoned"))?;
+            crate::request::check()?;
+            // Re-read under the lock: another call may have removed it meanwhile.
+            let now = self.link(link_id)?;
+            if now.owner != l.owner {
+                return Err(Error::precondition(format!(
+                    "link {link_id} changed while the request was decided; try again"
+                )));
+            }
+            self.detach_locked(&now)
+        })();
+        ticket.finish(&r);
+        r
     }
 
     fn detach_locked(&self, l: &Link) -> Result<()> {
@@ -1531,7 +2341,7 @@ impl Manager {
         let mut report = ReconcileReport::default();
         let links = self.store.links(None)?;
         for l in &links {
-            if l.pin_path.is_empty() || !Path::new(&l.pin_path).exists() {
+            if l.pin_path.is_empty() || pin_gone(&l.pin_path, &mut report) {
                 report.actions.push(format!(
                     "link {} (program {}, {}): pin {} is gone; removed the record",
                     l.id,
@@ -1550,7 +2360,7 @@ impl Manager {
         // Users before owners, so a map owner goes after the programs that use its maps.
         programs.sort_by_key(|p| std::cmp::Reverse(p.map_owner_id.is_some()));
         for p in &programs {
-            if !Path::new(&p.pin_path).exists() {
+            if pin_gone(&p.pin_path, &mut report) {
                 for l in self.store.links(Some(p.id))? {
                     let _ = self.kernel.detach(Path::new(&l.pin_path));
                     self.store.delete_link(l.id)?;
@@ -1840,7 +2650,18 @@ impl Manager {
         for l in self.store.links(None)? {
             let Some(h) = l.spec.net_hook() else { continue };
             let gone = match self.kernel.check_interface(h) {
-                Err(e) => Some(e.to_string()),
+                // Only the kernel's word that the device or namespace is gone counts;
+                // any other failure (EMFILE, EACCES, ...) keeps the link and is reported.
+                Err(e) if e.kind() == ErrorKind::NotFound => Some(e.to_string()),
+                Err(e) => {
+                    report.actions.push(format!(
+                        "link {} (program {}, {}): could not check its interface ({e}); kept",
+                        l.id,
+                        l.program_id,
+                        l.spec.target()
+                    ));
+                    None
+                }
                 Ok(ifindex) if l.ifindex.is_some_and(|i| i != ifindex) => Some(format!(
                     "interface {} was deleted and created again (ifindex {} now, {} then)",
                     h.iface,
@@ -1908,6 +2729,21 @@ impl Manager {
             proceed_on: Vec::new(),
             netns: None,
         })
+    }
+}
+
+/// Whether a pin is gone: only when the file system says it does not exist. Any other
+/// failure to look (no fd left, say) is reported and counts as present.
+fn pin_gone(pin: &str, report: &mut ReconcileReport) -> bool {
+    match std::fs::symlink_metadata(pin) {
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            report.actions.push(format!(
+                "pin {pin}: could not check it ({e}); its record is kept"
+            ));
+            false
+        }
     }
 }
 

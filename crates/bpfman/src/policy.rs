@@ -4,7 +4,11 @@
 //!
 //! A request is allowed when at least one rule that names the caller (by user or group)
 //! grants the action and every restriction of that rule holds. Omitted restrictions
-//! restrict nothing.
+//! restrict nothing, except `netns` and `images`: a rule reaches other network
+//! namespaces and registries only when it names them.
+//!
+//! Globs never let `*` or `?` match `/`, and the manager refuses path-like values with
+//! `.` or `..` components before the policy sees them, so a grant means what it says.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -47,7 +51,7 @@ impl Action {
 }
 
 /// One `[[policy.rule]]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
@@ -61,7 +65,7 @@ pub struct Rule {
     pub program_types: Option<Vec<String>>,
     /// Bytecode files only from under these directories.
     pub file_dirs: Option<Vec<PathBuf>>,
-    /// Image references by prefix.
+    /// Image references by prefix (`"*"`: any); omitted: no images.
     pub images: Option<Vec<String>>,
     #[serde(default)]
     pub require_signature: bool,
@@ -80,9 +84,13 @@ pub struct Rule {
     /// Quota per caller.
     pub max_programs: Option<u32>,
     pub max_links: Option<u32>,
-    /// May detach and unload what other callers created.
+    /// May detach and unload what other callers created, and use their programs' maps.
     #[serde(default)]
     pub manage_others: bool,
+    /// May scope uprobes to (`--pid`) or resolve them in (`--container-pid`) processes
+    /// that do not belong to the caller.
+    #[serde(default)]
+    pub other_processes: bool,
 }
 
 /// The `[policy]` section.
@@ -149,6 +157,10 @@ pub enum Request<'a> {
         attach_fns: Vec<&'a str>,
         owned_programs: u32,
         new_programs: u32,
+        /// `--map-owner-id` of a program another user owns.
+        foreign_map_owner: Option<u32>,
+        /// Metadata keys under the reserved `bpfman.io/` prefix.
+        reserved_metadata: Vec<&'a str>,
     },
     Attach {
         kind: ProgramKind,
@@ -156,6 +168,10 @@ pub enum Request<'a> {
         owned_links: u32,
         /// Whether the program belongs to the caller.
         own_program: bool,
+        /// `--pid`/`--container-pid` of a process that is not the caller's.
+        foreign_process: Option<i32>,
+        /// Metadata keys under the reserved `bpfman.io/` prefix.
+        reserved_metadata: Vec<&'a str>,
     },
     Detach {
         own: bool,
@@ -190,22 +206,76 @@ pub struct Decision {
     pub reason: String,
     /// The deciding rule demands images signed by a trusted key.
     pub require_signature: bool,
+    /// The rule that allowed it (None for root and for denials): what the manager
+    /// confines file opens to.
+    pub grant: Option<Rule>,
 }
 
-/// Simple glob: `*` any run, `?` one character.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    fn go(p: &[char], s: &[char]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
-            _ => false,
+/// Metadata keys under this prefix are written by bpfman itself (programs.d, the
+/// Kubernetes agent): root's alone.
+pub const RESERVED_METADATA_PREFIX: &str = "bpfman.io/";
+
+/// The directory a granted path lies in, for confining the open: the `dirs` entry
+/// `path` is under (lexically), if any.
+pub fn granted_dir<'a>(dirs: &'a [PathBuf], path: &Path) -> Option<&'a Path> {
+    dirs.iter().map(PathBuf::as_path).find(|d| under(path, d))
+}
+
+/// The directory a uprobe target may be opened beneath, from the `uprobe_targets`
+/// entry that grants it: a directory entry itself, or for a glob or an exact file its
+/// literal parent (globs never cross `/`, so the match lies directly in it).
+pub fn uprobe_dir(targets: &[String], target: &str) -> Option<PathBuf> {
+    for t in targets {
+        if glob(t, target) {
+            let literal = t.split(['*', '?']).next().unwrap_or("");
+            let parent = match literal.rfind('/') {
+                Some(0) => "/",
+                Some(i) => &literal[..i],
+                None => return None,
+            };
+            return Some(PathBuf::from(parent));
+        }
+        if under(Path::new(target), Path::new(t)) {
+            return Some(PathBuf::from(t));
         }
     }
+    None
+}
+
+/// Simple glob: `*` any run and `?` any one character, neither matching `/`.
+/// Linear in time (iterative matcher with one backtrack point per `/`-free segment).
+pub fn glob(pattern: &str, s: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let s: Vec<char> = s.chars().collect();
-    go(&p, &s)
+    let (mut pi, mut si) = (0, 0);
+    // Where the last `*` was, and where in `s` it started matching.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some('?') if s[si] != '/' => {
+                pi += 1;
+                si += 1;
+            }
+            Some(c) if *c != '*' && *c != '?' && *c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more character, unless that is a `/`.
+                Some((sp, ss)) if s[ss] != '/' => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                _ => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Whether `path` (absolute, normalised lexically) lies under `dir`.
@@ -274,9 +344,20 @@ impl Rule {
                 attach_fns,
                 owned_programs,
                 new_programs,
+                foreign_map_owner,
+                reserved_metadata,
             } => {
+                reserved_ok(reserved_metadata)?;
                 for k in kinds {
                     kind_ok(*k)?;
+                }
+                if let Some(owner) = foreign_map_owner
+                    && !self.manage_others
+                {
+                    return Err(format!(
+                        "map owner program {owner} belongs to another user (its maps are \
+                         shared only with manage_others)"
+                    ));
                 }
                 match bytecode {
                     Bytecode::File(f) => {
@@ -317,10 +398,21 @@ impl Rule {
                 spec,
                 owned_links,
                 own_program,
+                foreign_process,
+                reserved_metadata,
             } => {
+                reserved_ok(reserved_metadata)?;
                 kind_ok(*kind)?;
                 if !own_program && !self.manage_others {
                     return Err("the program belongs to another user".into());
+                }
+                if let Some(pid) = foreign_process
+                    && !self.other_processes
+                {
+                    return Err(format!(
+                        "process {pid} does not belong to the caller (other_processes is not \
+                         granted)"
+                    ));
                 }
                 if let Some(h) = spec.net_hook() {
                     if let Some(globs) = &self.interfaces
@@ -373,9 +465,7 @@ impl Rule {
                     }
                     AttachSpec::Uprobe { target, .. } => {
                         if let Some(t) = &self.uprobe_targets
-                            && !t
-                                .iter()
-                                .any(|t| glob(t, target) || under(Path::new(target), Path::new(t)))
+                            && uprobe_dir(t, target).is_none()
                         {
                             return Err(format!(
                                 "uprobe target {target} is not among its uprobe_targets"
@@ -407,12 +497,25 @@ impl Rule {
 
     fn image_ok(&self, url: &str) -> Result<(), String> {
         match &self.images {
-            Some(p) if !p.iter().any(|p| url.starts_with(p.as_str())) => Err(format!(
+            None => Err(format!(
+                "image {url}: the rule grants no images (add images = [\"PREFIX\"], or \
+                 [\"*\"] for any)"
+            )),
+            Some(p) if !p.iter().any(|p| p == "*" || url.starts_with(p.as_str())) => Err(format!(
                 "image {url} does not start with any of its images ({})",
                 p.join(", ")
             )),
             _ => Ok(()),
         }
+    }
+}
+
+fn reserved_ok(keys: &[&str]) -> Result<(), String> {
+    match keys.first() {
+        Some(k) => Err(format!(
+            "metadata key '{k}' is under '{RESERVED_METADATA_PREFIX}', which only root may set"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -427,6 +530,47 @@ impl Policy {
         Self { config }
     }
 
+    /// Whether any rule names the caller at all (callers no rule names are refused
+    /// before their requests are even read).
+    pub fn names(&self, who: &Subject) -> bool {
+        who.uid == 0 || self.config.rules.iter().any(|r| r.names(who))
+    }
+
+    /// The coarse check made before any state is read: some rule naming the caller
+    /// grants `action` (pulling is implied by load). Err is the denial's reason.
+    pub fn may(&self, who: &Subject, action: Action) -> Result<(), String> {
+        if who.uid == 0 {
+            return Ok(());
+        }
+        let named: Vec<&Rule> = self.config.rules.iter().filter(|r| r.names(who)).collect();
+        if named.is_empty() {
+            return Err(format!(
+                "'{}' denied: no policy rule names {}",
+                action.as_str(),
+                who.describe()
+            ));
+        }
+        let grants = |r: &&Rule| {
+            r.actions.contains(&action)
+                || (action == Action::Pull && r.actions.contains(&Action::Load))
+        };
+        if named.iter().any(grants) {
+            Ok(())
+        } else {
+            Err(format!(
+                "'{}' denied for {}: no rule naming it grants '{}' ({})",
+                action.as_str(),
+                who.describe(),
+                action.as_str(),
+                named
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+
     pub fn decide(&self, who: &Subject, req: &Request<'_>) -> Decision {
         if who.uid == 0 {
             return Decision {
@@ -434,6 +578,7 @@ impl Policy {
                 rule: Some("root".into()),
                 reason: "root is admin".into(),
                 require_signature: false,
+                grant: None,
             };
         }
         let mut reasons = Vec::new();
@@ -445,6 +590,7 @@ impl Policy {
                         rule: Some(r.name.clone()),
                         reason: format!("rule '{}' allows it", r.name),
                         require_signature: r.require_signature,
+                        grant: Some(r.clone()),
                     };
                 }
                 Err(why) => reasons.push((r.name.clone(), why)),
@@ -455,12 +601,14 @@ impl Policy {
             None => Decision {
                 allowed: false,
                 require_signature: false,
+                grant: None,
                 rule: None,
                 reason: format!("'{action}' denied: no policy rule names {}", who.describe()),
             },
             Some((rule, _)) => Decision {
                 allowed: false,
                 require_signature: false,
+                grant: None,
                 rule: Some(rule.clone()),
                 reason: format!(
                     "'{action}' denied for {}: {}",
@@ -534,6 +682,80 @@ mod tests {
         assert!(glob("e?h0", "eth0"));
         assert!(!glob("veth*", "eth0"));
         assert!(glob("syscalls/sys_enter_*", "syscalls/sys_enter_openat"));
+        // Neither wildcard crosses '/'.
+        assert!(!glob(
+            "syscalls/sys_enter_*",
+            "syscalls/sys_enter_x/../../sched/y"
+        ));
+        assert!(!glob("/var/run/netns/a-*", "/var/run/netns/a-x/../b"));
+        assert!(!glob("/opt/a/*", "/opt/a/b/c"));
+        assert!(!glob("/opt/a?b", "/opt/a/b"));
+        assert!(glob("/opt/*/bin/*", "/opt/x/bin/y"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+        assert!(glob("**", "abc"));
+        // Same answers as the plain recursive definition, on many small cases.
+        fn reference(p: &[char], s: &[char]) -> bool {
+            match (p.first(), s.first()) {
+                (None, None) => true,
+                (Some('*'), _) => {
+                    reference(&p[1..], s)
+                        || (s.first().is_some_and(|c| *c != '/') && reference(p, &s[1..]))
+                }
+                (Some('?'), Some(c)) if *c != '/' => reference(&p[1..], &s[1..]),
+                (Some(a), Some(b)) if a == b && *a != '?' => reference(&p[1..], &s[1..]),
+                _ => false,
+            }
+        }
+        let alphabet = ['a', 'b', '/', '*', '?'];
+        let mut seed = 0x2545_f491_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let pl = (next() % 6) as usize;
+            let sl = (next() % 7) as usize;
+            let p: String = (0..pl).map(|_| alphabet[(next() % 5) as usize]).collect();
+            let s: String = (0..sl).map(|_| alphabet[(next() % 3) as usize]).collect();
+            let want = reference(
+                &p.chars().collect::<Vec<_>>(),
+                &s.chars().collect::<Vec<_>>(),
+            );
+            assert_eq!(glob(&p, &s), want, "glob({p:?}, {s:?})");
+        }
+        // Linear: a pathological pattern answers at once.
+        let long = "a".repeat(10_000);
+        assert!(!glob(&"*a".repeat(50), &format!("{long}b")));
+    }
+
+    #[test]
+    fn uprobe_targets_confine_to_their_literal_directory() {
+        let t = vec![
+            "/opt/a/bin".to_string(),
+            "/opt/b/lib/*.so".to_string(),
+            "/usr/lib/libc.so.6".to_string(),
+        ];
+        assert_eq!(
+            uprobe_dir(&t, "/opt/a/bin/x"),
+            Some(PathBuf::from("/opt/a/bin"))
+        );
+        assert_eq!(
+            uprobe_dir(&t, "/opt/a/bin/sub/x"),
+            Some(PathBuf::from("/opt/a/bin"))
+        );
+        assert_eq!(
+            uprobe_dir(&t, "/opt/b/lib/z.so"),
+            Some(PathBuf::from("/opt/b/lib"))
+        );
+        assert_eq!(uprobe_dir(&t, "/opt/b/lib/sub/z.so"), None);
+        assert_eq!(
+            uprobe_dir(&t, "/usr/lib/libc.so.6"),
+            Some(PathBuf::from("/usr/lib"))
+        );
+        assert_eq!(uprobe_dir(&t, "/opt/ab/x"), None);
     }
 
     #[test]
@@ -557,6 +779,8 @@ mod tests {
                     attach_fns: vec![],
                     owned_programs: owned,
                     new_programs: 1,
+                    foreign_map_owner: None,
+                    reserved_metadata: vec![],
                 },
             )
         };
@@ -585,6 +809,8 @@ mod tests {
                     spec,
                     owned_links: links,
                     own_program: true,
+                    foreign_process: None,
+                    reserved_metadata: vec![],
                 },
             )
         };

@@ -5,6 +5,12 @@
 //! and `bpfman.io/static-digest` = a hash of its declaration, so a changed declaration
 //! is replaced and a removed one unloaded. Programs loaded through the API are never
 //! touched. See docs/reliability.md for the format.
+//!
+//! Only root-owned programs count as declared ones (the `bpfman.io/` metadata prefix is
+//! root's, so no tenant can forge the tags either). Two loaded programs with one key
+//! are an error that is reported and left for root to settle; a directory that cannot
+//! be read changes nothing; and a declaration is loaded again only when nothing under
+//! its key remains loaded, so a failed unload never leaves two copies.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -233,9 +239,34 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
     // Declared: key -> (declaration, digest). Files that fail to parse keep theirs.
     let mut declared: BTreeMap<String, (StaticProgram, String)> = BTreeMap::new();
     let mut broken_files = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    // A directory that is not there declares nothing; one that cannot be read (no fd
+    // left, no permission) says nothing, and everything stays as it is.
+    let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(r) => {
+            let mut v = Vec::new();
+            for e in r {
+                match e {
+                    Ok(e) => v.push(e.path()),
+                    Err(e) => {
+                        report.push(format!(
+                            "reading {}: {e}; every static program is left as it is",
+                            dir.display()
+                        ));
+                        return report;
+                    }
+                }
+            }
+            v
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            report.push(format!(
+                "reading {}: {e}; every static program is left as it is",
+                dir.display()
+            ));
+            return report;
+        }
+    };
     files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "toml"));
     files.sort();
     for path in &files {
@@ -267,14 +298,35 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
         }
     };
     let mut loaded: BTreeMap<String, (u32, String, Vec<u32>)> = BTreeMap::new();
+    let mut duplicated: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for v in current {
         if let Some(p) = v.program
+            && p.owner.uid == 0
             && let Some(key) = p.metadata.get(META_KEY)
         {
             let d = p.metadata.get(META_DIGEST).cloned().unwrap_or_default();
+            if let Some((other, _, _)) = loaded.get(key) {
+                duplicated
+                    .entry(key.clone())
+                    .or_insert_with(|| vec![*other])
+                    .push(p.id);
+                continue;
+            }
             loaded.insert(key.clone(), (p.id, d, v.links));
         }
     }
+    for (key, ids) in &duplicated {
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        report.push(format!(
+            "static program {key}: loaded {} times (programs {}); nothing is done for it \
+             until root unloads the extra ones",
+            ids.len(),
+            list.join(", ")
+        ));
+        loaded.remove(key);
+    }
+    // Keys whose old program could not be unloaded: their new version waits.
+    let mut stuck = std::collections::BTreeSet::new();
     // Gone or changed: unload.
     for (key, (id, d, _)) in &loaded {
         if broken_files.iter().any(|b| key.starts_with(b)) {
@@ -291,12 +343,21 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
                         "no longer declared"
                     }
                 )),
-                Err(e) => report.push(format!("static program {key}: unloading {id}: {e}")),
+                Err(e) => {
+                    stuck.insert(key.clone());
+                    report.push(format!(
+                        "static program {key}: unloading {id}: {e}; its new declaration is \
+                         not loaded until the old program is gone"
+                    ))
+                }
             }
         }
     }
     // New or changed: load and attach; present but missing links: attach again.
     for (key, (p, d)) in &declared {
+        if duplicated.contains_key(key) || stuck.contains(key) {
+            continue;
+        }
         let existing = loaded.get(key).filter(|(_, ld, _)| ld == d);
         let id = match existing {
             Some((id, _, links)) => {

@@ -775,13 +775,51 @@ pub fn xdp_mode_of(name: Option<&str>) -> Result<XdpMode> {
     }
 }
 
-/// The index of an interface in the calling thread's network namespace.
+/// The index of an interface in the calling thread's network namespace. NotFound only
+/// when the kernel says there is no such device; any other failure (no fd left, say)
+/// is a kernel error, so nobody takes it for a deleted interface.
 pub fn ifindex(iface: &str) -> Result<u32> {
-    nix::net::if_::if_nametoindex(iface).map_err(|_| {
-        Error::not_found(format!(
-            "interface '{iface}' does not exist (see `ip link`; use --netns for another network namespace)"
-        ))
+    nix::net::if_::if_nametoindex(iface).map_err(|e| match e {
+        nix::errno::Errno::ENODEV | nix::errno::Errno::ENXIO | nix::errno::Errno::ENOENT => {
+            Error::not_found(format!(
+                "interface '{iface}' does not exist (see `ip link`; use --netns for another network namespace)"
+            ))
+        }
+        e => Error::kernel(format!("looking up interface '{iface}' (if_nametoindex): {e}")),
     })
+}
+
+/// The file offset of `symbol` in the ELF file `file` (a uprobe target opened by the
+/// caller): found in the symbol table or the dynamic one, translated from its address
+/// through the section that holds it, as the kernel's uprobe wants it. Reads only the
+/// parts of the file it needs.
+pub fn uprobe_symbol_offset(file: &std::fs::File, symbol: &str) -> Result<u64> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let cache = object::read::ReadCache::new(file);
+    let obj = object::File::parse(&cache)
+        .map_err(|e| Error::invalid(format!("not an ELF file this daemon can read: {e}")))?;
+    let sym = obj
+        .symbols()
+        .chain(obj.dynamic_symbols())
+        .find(|s| s.name().is_ok_and(|n| n == symbol) && s.address() != 0)
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "symbol '{symbol}' is not in its symbol tables (a stripped binary? give --offset)"
+            ))
+        })?;
+    let section = sym
+        .section_index()
+        .and_then(|i| obj.section_by_index(i).ok())
+        .ok_or_else(|| Error::invalid(format!("symbol '{symbol}' is in no section")))?;
+    let (file_off, _) = section.file_range().ok_or_else(|| {
+        Error::invalid(format!(
+            "symbol '{symbol}' is in a section with no file data"
+        ))
+    })?;
+    sym.address()
+        .checked_sub(section.address())
+        .and_then(|d| d.checked_add(file_off))
+        .ok_or_else(|| Error::invalid(format!("symbol '{symbol}' lies outside its section")))
 }
 
 fn kernel_program(info: &ProgramInfo) -> KernelProgram {
