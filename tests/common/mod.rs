@@ -17,7 +17,9 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds bpf/ once (clang) and returns the path of an object.
+/// Builds bpf/ once (clang) and returns the path of an object, in a world-readable
+/// copy of target/bpf: the daemon opens bytecode as the caller, and unprivileged test
+/// users must be able to reach it wherever the checkout lies.
 pub fn obj(name: &str) -> String {
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
@@ -28,8 +30,23 @@ pub fn obj(name: &str) -> String {
             .status()
             .expect("running make -C bpf (needs make and clang)");
         assert!(st.success(), "make -C bpf failed");
+        use std::os::unix::fs::PermissionsExt;
+        let dir = objs_dir();
+        std::fs::create_dir_all(&dir).expect("creating the objects dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for e in std::fs::read_dir(repo().join("target/bpf")).expect("target/bpf") {
+            let e = e.unwrap();
+            let to = dir.join(e.file_name());
+            std::fs::copy(e.path(), &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
     });
-    repo().join("target/bpf").join(name).display().to_string()
+    objs_dir().join(name).display().to_string()
+}
+
+/// Where `obj` keeps its copies (one per test process).
+pub fn objs_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/bpfman-test-objs-{}", std::process::id()))
 }
 
 /// Whether this process may do what the suites need (root with CAP_SYS_ADMIN).

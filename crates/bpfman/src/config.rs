@@ -328,6 +328,24 @@ impl Config {
             }
         }
         for r in &c.policy.rules {
+            // Grants name real places: absolute, without '.' or '..', so a grant means
+            // the directory the kernel walks to.
+            let dirs = r
+                .file_dirs
+                .iter()
+                .flatten()
+                .map(|d| d.display().to_string());
+            let targets = r.uprobe_targets.iter().flatten().cloned();
+            let netns = r.netns.iter().flatten().cloned();
+            for (key, v) in dirs
+                .map(|d| ("file_dirs", d))
+                .chain(targets.map(|t| ("uprobe_targets", t)))
+                .chain(netns.map(|n| ("netns", n)))
+            {
+                crate::access::check_path(&v, key).map_err(|e| {
+                    Error::invalid(format!("config {origin}: rule '{}': {e}", r.name))
+                })?;
+            }
             for t in r.program_types.iter().flatten() {
                 if !crate::model::ProgramKind::ALL
                     .iter()
