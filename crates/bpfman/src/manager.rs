@@ -616,15 +616,14 @@ impl Manager {
                 .names(&Subject::resolve(caller.uid, caller.gid))
     }
 
+    /// An audit line's fields; `verdict` is (rule, allowed, reason).
     fn audit_entry(
         &self,
         caller: Caller,
         who: &Subject,
         action: Action,
         what: &str,
-        rule: Option<&str>,
-        allowed: bool,
-        reason: &str,
+        (rule, allowed, reason): (Option<&str>, bool, &str),
     ) -> serde_json::Map<String, serde_json::Value> {
         let v = serde_json::json!({
             "time": now_rfc3339(),
@@ -654,7 +653,7 @@ impl Manager {
         let who = Subject::resolve(caller.uid, caller.gid);
         if let Err(reason) = self.policy().may(&who, action) {
             if !matches!(action, Action::List | Action::Get) {
-                let mut e = self.audit_entry(caller, &who, action, what, None, false, &reason);
+                let mut e = self.audit_entry(caller, &who, action, what, (None, false, &reason));
                 e.insert("outcome".into(), "denied".into());
                 self.audit.write(&serde_json::Value::Object(e));
             }
@@ -680,9 +679,7 @@ impl Manager {
                 who,
                 req.action(),
                 what,
-                d.rule.as_deref(),
-                d.allowed,
-                &d.reason,
+                (d.rule.as_deref(), d.allowed, &d.reason),
             )
         });
         if !d.allowed {
