@@ -304,7 +304,11 @@ pub fn incoming(
                 started: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
             });
-            let timer = Box::pin(tokio::time::sleep(limits.handshake_timeout));
+            // The first check comes at whichever limit is shorter: an idle limit shorter than the
+            // handshake's applies from the first request on, not only after the handshake's.
+            let timer = Box::pin(tokio::time::sleep(
+                limits.handshake_timeout.min(limits.idle_timeout),
+            ));
             let conn = Conn {
                 inner: stream,
                 info: PeerInfo { uds, state },

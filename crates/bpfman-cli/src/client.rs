@@ -59,20 +59,31 @@ const MAX_REPLY: usize = 64 << 20;
 /// the underlying error, never an empty line.
 fn call_err(s: tonic::Status) -> anyhow::Error {
     use std::error::Error as _;
-    if !s.message().is_empty() {
+    let transport = matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown);
+    if !s.message().is_empty() && !transport {
         return anyhow!("{}", s.message());
     }
-    let mut why = format!(
-        "the call failed with gRPC status {:?} and no message",
-        s.code()
-    );
+    let mut why = if s.message().is_empty() {
+        format!(
+            "the call failed with gRPC status {:?} and no message",
+            s.code()
+        )
+    } else {
+        s.message().to_string()
+    };
     let mut src = s.source();
     while let Some(e) = src {
-        why = format!("{why}: {e}");
+        let text = e.to_string();
+        if !why.contains(&text) {
+            why = format!("{why}: {text}");
+        }
         src = e.source();
     }
-    if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
-        why.push_str(" (did the daemon stop or close the connection? see its log)");
+    if transport {
+        why.push_str(
+            " (the daemon stopped or closed the connection; it refuses connections over \
+             [api] max_connections_per_uid or max_connections and closes idle ones: see its log)",
+        );
     }
     anyhow!(why)
 }
@@ -330,7 +341,13 @@ fn kernel_type_number(name: &str) -> anyhow::Result<u32> {
     Ok(n)
 }
 
+/// An absolute path goes to the daemon as given, so what it checks (it refuses `.` and
+/// `..` components) is what the user typed; a relative one is made absolute against the
+/// working directory, which the daemon does not know.
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
 

@@ -58,6 +58,9 @@ pub enum Confine {
     Beneath(PathBuf),
     /// With this directory as `/` (a container's root).
     InRoot(PathBuf),
+    /// Inside `dir` as the container whose root is `root` sees it: `dir` is resolved
+    /// with `root` as `/`, and nothing may lead out of `dir` from there.
+    BeneathInRoot { root: PathBuf, dir: PathBuf },
     /// Any path the caller can open (root, or a rule without a directory restriction).
     Anywhere,
 }
@@ -256,11 +259,13 @@ fn open_errno(e: nix::errno::Errno, path: &Path, confine: &Confine, uid: u32) ->
         (Errno::EACCES | Errno::EPERM, _) => Error::denied(format!(
             "uid {uid} may not open {p} (the file's permissions are checked as the caller's)"
         )),
-        (Errno::EXDEV, Confine::Beneath(d)) => Error::denied(format!(
-            "{p} leads outside {} (a symlink or mount out of the granted directory); \
+        (Errno::EXDEV, Confine::Beneath(d) | Confine::BeneathInRoot { dir: d, .. }) => {
+            Error::denied(format!(
+                "{p} leads outside {} (a symlink or mount out of the granted directory); \
              give the real path of a file inside it",
-            d.display()
-        )),
+                d.display()
+            ))
+        }
         (Errno::EXDEV | Errno::ELOOP, _) => Error::denied(format!(
             "{p} goes through a link the daemon does not follow (/proc magic links, or too \
              many symlinks)"
@@ -325,6 +330,39 @@ fn open_here(path: &Path, confine: &Confine, uid: u32, max_bytes: u64) -> Result
                 )));
             }
             nix::fcntl::openat2(dirfd.as_fd(), rel, how)
+                .map_err(|e| open_errno(e, path, confine, uid))?
+        }
+        Confine::BeneathInRoot { root, dir } => {
+            let rel = path.strip_prefix(dir).map_err(|_| {
+                Error::denied(format!(
+                    "{} is not inside {}",
+                    path.display(),
+                    dir.display()
+                ))
+            })?;
+            if rel.as_os_str().is_empty() {
+                return Err(Error::invalid(format!(
+                    "{} names a directory, not a file",
+                    path.display()
+                )));
+            }
+            let rootfd = nix::fcntl::open(
+                root.as_path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| open_errno(e, root, &Confine::Anywhere, uid))?;
+            // The granted directory as the container sees it (its symlinks stay in the
+            // container), then the file beneath it.
+            let dirfd = nix::fcntl::openat2(
+                rootfd.as_fd(),
+                dir.strip_prefix("/").unwrap_or(dir),
+                OpenHow::new()
+                    .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+                    .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_IN_ROOT),
+            )
+            .map_err(|e| open_errno(e, dir, &Confine::InRoot(root.clone()), uid))?;
+            nix::fcntl::openat2(dirfd.as_fd(), rel, resolve(ResolveFlag::RESOLVE_BENEATH))
                 .map_err(|e| open_errno(e, path, confine, uid))?
         }
     };
@@ -485,6 +523,24 @@ mod tests {
             limits(),
         )?;
         assert_eq!(o.size, 5);
+        // A granted directory inside that root: the granted file opens, a symlink out of
+        // the directory (to elsewhere in the container) does not.
+        std::fs::create_dir_all(root.join("opt/app"))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        std::fs::write(root.join("opt/app/own.so"), b"own")
+            .map_err(|e| Error::internal(e.to_string()))?;
+        std::os::unix::fs::symlink("/usr/lib/libx.so", root.join("opt/app/out.so"))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let granted = Confine::BeneathInRoot {
+            root: root.clone(),
+            dir: PathBuf::from("/opt/app"),
+        };
+        assert_eq!(
+            open(&me, Path::new("/opt/app/own.so"), &granted, limits())?.size,
+            3
+        );
+        assert!(open(&me, Path::new("/opt/app/out.so"), &granted, limits()).is_err());
+        assert!(open(&me, Path::new("/usr/lib/libx.so"), &granted, limits()).is_err());
         Ok(())
     }
 }

@@ -1455,6 +1455,17 @@ impl Manager {
             return Ok(None);
         }
         let path = Path::new(target);
+        let granted =
+            match decision
+                .grant
+                .as_ref()
+                .and_then(|g| g.uprobe_targets.as_ref())
+            {
+                Some(t) => Some(crate::policy::uprobe_dir(t, target).ok_or_else(|| {
+                    Error::denied(format!("uprobe target {target} is not granted"))
+                })?),
+                None => None,
+            };
         let confine = match (container_pid, process) {
             (Some(_), Some(pr)) => {
                 if caller.uid != 0 && !pr.mounts_owned_by_init_userns()? {
@@ -1465,18 +1476,14 @@ impl Manager {
                         pr.pid
                     )));
                 }
-                Confine::InRoot(PathBuf::from(format!("/proc/{}/root", pr.pid)))
-            }
-            _ => match decision
-                .grant
-                .as_ref()
-                .and_then(|g| g.uprobe_targets.as_ref())
-            {
-                Some(t) => {
-                    Confine::Beneath(crate::policy::uprobe_dir(t, target).ok_or_else(|| {
-                        Error::denied(format!("uprobe target {target} is not granted"))
-                    })?)
+                let root = PathBuf::from(format!("/proc/{}/root", pr.pid));
+                match granted {
+                    Some(dir) => Confine::BeneathInRoot { root, dir },
+                    None => Confine::InRoot(root),
                 }
+            }
+            _ => match granted {
+                Some(dir) => Confine::Beneath(dir),
                 None => Confine::Anywhere,
             },
         };

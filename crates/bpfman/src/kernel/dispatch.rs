@@ -271,8 +271,12 @@ impl Kernel {
     /// Removes a classic TC filter bpfman installed (gone already is fine).
     pub fn remove_tc(&self, hook: &NetHook, f: TcFilter) -> Result<()> {
         netns::within(hook.netns.as_deref(), || {
-            if ifindex(&hook.iface).is_err() {
-                return Ok(()); // the interface is gone, and its filters with it
+            match ifindex(&hook.iface) {
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+                    return Ok(()); // the interface is gone, and its filters with it
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {}
             }
             let at = tc_attach_type(hook);
             let link = SchedClassifierLink::attached(

@@ -779,14 +779,52 @@ pub fn xdp_mode_of(name: Option<&str>) -> Result<XdpMode> {
 /// when the kernel says there is no such device; any other failure (no fd left, say)
 /// is a kernel error, so nobody takes it for a deleted interface.
 pub fn ifindex(iface: &str) -> Result<u32> {
-    nix::net::if_::if_nametoindex(iface).map_err(|e| match e {
-        nix::errno::Errno::ENODEV | nix::errno::Errno::ENXIO | nix::errno::Errno::ENOENT => {
-            Error::not_found(format!(
-                "interface '{iface}' does not exist (see `ip link`; use --netns for another network namespace)"
-            ))
-        }
-        e => Error::kernel(format!("looking up interface '{iface}' (if_nametoindex): {e}")),
-    })
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // Not glibc's if_nametoindex: it reports a socket it could not open (EMFILE when the
+    // daemon is out of fds) as ENOENT, which would read as "the interface is gone" and
+    // make reconciliation drop every link on it. Here only the ioctl's own ENODEV means
+    // gone; any failure to ask is an error that keeps the record.
+    let gone = || {
+        Error::not_found(format!(
+            "interface '{iface}' does not exist (see `ip link`; use --netns for another network namespace)"
+        ))
+    };
+    if iface.is_empty()
+        || iface.len() >= libc::IFNAMSIZ
+        || iface.bytes().any(|b| b == 0 || b == b'/')
+    {
+        return Err(gone());
+    }
+    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::kernel(format!(
+            "looking up interface '{iface}' (socket): {e}"
+        )));
+    }
+    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of the ifreq we own.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODEV) | Some(libc::ENXIO) => Err(gone()),
+            _ => Err(Error::kernel(format!(
+                "looking up interface '{iface}' (ioctl SIOCGIFINDEX): {e}"
+            ))),
+        };
+    }
+    // SAFETY: the kernel filled the ifindex member of the union on success.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    u32::try_from(index)
+        .map_err(|_| Error::kernel(format!("interface '{iface}' has index {index}")))
 }
 
 /// The file offset of `symbol` in the ELF file `file` (a uprobe target opened by the
