@@ -168,6 +168,7 @@ struct Cfg {
     pull_timeout: u64,
     max_pulls: u32,
     max_request_bytes: usize,
+    bytecode_in_flight: u64,
     reconcile: u64,
     fifo_dir: String,
     iface: String,
@@ -185,6 +186,7 @@ impl Cfg {
             pull_timeout: 300,
             max_pulls: 2,
             max_request_bytes: 1 << 20,
+            bytecode_in_flight: 256 << 20,
             reconcile: 30,
             fifo_dir: fifo_dir.to_string(),
             iface: iface.to_string(),
@@ -207,6 +209,7 @@ idle_timeout_secs = {idle}
 [daemon]
 reconcile_interval_secs = {rec}
 max_request_bytes = {mrb}
+max_bytecode_bytes_in_flight = {bif}
 
 [images]
 cache_dir = "@DIR@/images"
@@ -233,6 +236,7 @@ file_dirs = ["{objs}"]
 interfaces = ["{iface}"]
 priority = [501, 900]
 "#,
+            bif = self.bytecode_in_flight,
             mc = self.max_connections,
             mcu = self.max_connections_per_uid,
             mr = self.max_requests,
@@ -1392,6 +1396,87 @@ fn f9_unbounded_bytecode_is_refused_with_bounded_memory() {
     );
     let now = rss_mib(pid);
     eprintln!("F9: RSS afterwards {now:.1} MiB");
+}
+
+/// Many callers' near-cap files at once: the bytecode held in memory is bounded by
+/// `max_bytecode_bytes_in_flight`, not by callers x `max_bytecode_bytes`. Loads past the
+/// budget fail with RESOURCE_EXHAUSTED, saying which limit and to retry.
+#[test]
+fn f9_bytecode_in_memory_is_bounded_across_callers() {
+    require_root!();
+    let e = start(|c| {
+        c.max_requests_per_uid = 24;
+        c.max_connections_per_uid = 32;
+        c.bytecode_in_flight = 128 << 20;
+    });
+    let d = &e.d;
+    let dir = e.files.path().canonicalize().unwrap();
+    let near = dir.join("near.o");
+    sparse_elf(&near, (64 << 20) - 4096);
+    let pid = d.pid().unwrap();
+    let rss0 = rss_mib(pid);
+    let probe = Probe::start(d, false);
+    let ths: Vec<_> = (0..24)
+        .map(|_| {
+            let (sock, p) = (d.socket.clone(), near.display().to_string());
+            std::thread::spawn(move || {
+                Command::new("runuser")
+                    .args(["-u", A, "--", "env"])
+                    .arg(format!("BPFMAN_SOCKET={}", sock.display()))
+                    .args([
+                        BPFMAN,
+                        "load",
+                        "file",
+                        "--path",
+                        &p,
+                        "--programs",
+                        "tcx:tc_count",
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut over_budget = 0;
+    for t in ths {
+        let o = t.join().unwrap();
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        if err.contains("max_bytecode_bytes_in_flight") {
+            assert!(err.contains("try again"), "{err}");
+            over_budget += 1;
+        } else {
+            assert!(err.contains("eBPF"), "expected an ELF/eBPF refusal: {err}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2)); // the probe keeps asking a while
+    let stats = probe.finish(d);
+    eprintln!(
+        "F9 budget: 24 parallel 64 MiB loads, {over_budget} over the 128 MiB budget; RSS \
+         {rss0:.1} MiB -> peak {:.1} MiB; root max {:?}",
+        stats.max_rss_mib, stats.max_latency
+    );
+    assert_served(&stats, "F9 budget");
+    // Two 64 MiB files fit the budget; the daemon's parse of each may briefly copy it.
+    assert!(
+        stats.max_rss_mib < rss0 + 3.0 * 128.0,
+        "peak RSS {:.1} MiB",
+        stats.max_rss_mib
+    );
+    // Afterwards the budget is whole again: one more load gets to the ELF check.
+    let o = cli_as(
+        d,
+        A,
+        &[
+            "load",
+            "file",
+            "--path",
+            near.to_str().unwrap(),
+            "--programs",
+            "tcx:tc_count",
+        ],
+    );
+    assert!(stderr(&o).contains("eBPF"), "{}", stderr(&o));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -404,6 +405,123 @@ pub fn open(id: &Identity, path: &Path, confine: &Confine, limits: Limits) -> Re
     )
 }
 
+/// The bytes of callers' files held in memory at once, all requests together: each read
+/// takes its file's size from it before allocating, and gives it back when the request
+/// is done with the bytes.
+#[derive(Debug)]
+pub struct Budget {
+    limit: u64,
+    used: std::sync::Mutex<u64>,
+}
+
+/// A share of a [`Budget`], given back on drop.
+#[derive(Debug)]
+pub struct Held {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: std::sync::Mutex::new(0),
+        })
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `bytes` of the budget, or an error saying it is spent (try again later).
+    pub fn take(self: &Arc<Self>, bytes: u64, what: &str) -> Result<Held> {
+        let mut used = self.used();
+        if used.saturating_add(bytes) > self.limit {
+            return Err(Error::exhausted(format!(
+                "{what} is {bytes} bytes and other requests hold {} of the {} bytes of \
+                 bytecode the daemon keeps in memory at once ([daemon] \
+                 max_bytecode_bytes_in_flight); try again later",
+                *used, self.limit
+            )));
+        }
+        *used += bytes;
+        Ok(Held {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    /// Bytes held now.
+    pub fn in_use(&self) -> u64 {
+        *self.used()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut used = self.budget.used();
+        *used = used.saturating_sub(self.bytes);
+    }
+}
+
+/// Bytes read under a [`Budget`]: the share is held as long as they are.
+#[derive(Debug)]
+pub struct Bytes {
+    data: Vec<u8>,
+    _held: Held,
+}
+
+impl Bytes {
+    pub fn new(data: Vec<u8>, held: Held) -> Self {
+        Self { data, _held: held }
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Opens and reads a regular file as `id` (at most `limits.max_bytes`), holding its
+/// size of `budget` from before the read until the returned bytes are dropped.
+pub fn read_budgeted(
+    id: &Identity,
+    path: &Path,
+    confine: &Confine,
+    limits: Limits,
+    budget: &Arc<Budget>,
+) -> Result<Bytes> {
+    let budget = Arc::clone(budget);
+    let (p, c, uid) = (path.to_path_buf(), confine.clone(), id.uid);
+    as_caller(
+        id,
+        limits.deadline,
+        &path.display().to_string(),
+        move || {
+            let o = open_here(&p, &c, uid, limits.max_bytes)?;
+            let held = budget.take(o.size, &p.display().to_string())?;
+            read_opened(&o, &p, limits.max_bytes).map(|data| Bytes::new(data, held))
+        },
+    )
+}
+
+fn read_opened(o: &Opened, p: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(o.size as usize);
+    (&o.file)
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::invalid(format!("reading {}: {e}", p.display())))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::invalid(format!(
+            "{} grew past {max_bytes} bytes while being read",
+            p.display()
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Opens and reads a regular file as `id` (at most `limits.max_bytes`).
 pub fn read(id: &Identity, path: &Path, confine: &Confine, limits: Limits) -> Result<Vec<u8>> {
     let (p, c, uid) = (path.to_path_buf(), confine.clone(), id.uid);
@@ -413,19 +531,7 @@ pub fn read(id: &Identity, path: &Path, confine: &Confine, limits: Limits) -> Re
         &path.display().to_string(),
         move || {
             let o = open_here(&p, &c, uid, limits.max_bytes)?;
-            let mut bytes = Vec::with_capacity(o.size as usize);
-            (&o.file)
-                .take(limits.max_bytes + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::invalid(format!("reading {}: {e}", p.display())))?;
-            if bytes.len() as u64 > limits.max_bytes {
-                return Err(Error::invalid(format!(
-                    "{} grew past {} bytes while being read",
-                    p.display(),
-                    limits.max_bytes
-                )));
-            }
-            Ok(bytes)
+            read_opened(&o, &p, limits.max_bytes)
         },
     )
 }
@@ -433,6 +539,26 @@ pub fn read(id: &Identity, path: &Path, confine: &Confine, limits: Limits) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_is_shared_and_given_back() {
+        let b = Budget::new(100);
+        let one = b.take(60, "a").ok();
+        assert!(one.is_some());
+        let e = b.take(50, "b").err();
+        assert!(
+            e.as_ref()
+                .is_some_and(|e| e.message().contains("max_bytecode_bytes_in_flight")),
+            "{e:?}"
+        );
+        let two = b.take(40, "c").ok();
+        assert_eq!(b.in_use(), 100);
+        drop(one);
+        assert_eq!(b.in_use(), 40);
+        drop(two);
+        assert_eq!(b.in_use(), 0);
+        assert!(b.take(101, "d").is_err());
+    }
 
     #[test]
     fn paths_with_dot_components_are_refused() {

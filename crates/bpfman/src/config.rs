@@ -43,6 +43,11 @@ pub struct DaemonConfig {
     /// The largest bytecode file a load reads, in bytes. Default 64 MiB.
     #[serde(default = "default_max_bytecode")]
     pub max_bytecode_bytes: u64,
+    /// The bytecode (files and image layers) held in memory by loads in progress, all
+    /// callers together, in bytes; a load past it fails with RESOURCE_EXHAUSTED and may be
+    /// retried. At least `max_bytecode_bytes`. Default 256 MiB.
+    #[serde(default = "default_bytecode_in_flight")]
+    pub max_bytecode_bytes_in_flight: u64,
     /// How long opening and reading a caller's file (bytecode, uprobe target) may take
     /// before the request fails. Default 10.
     #[serde(default = "default_file_timeout")]
@@ -72,6 +77,9 @@ fn default_max_request() -> usize {
 fn default_max_bytecode() -> u64 {
     64 << 20
 }
+fn default_bytecode_in_flight() -> u64 {
+    256 << 20
+}
 fn default_file_timeout() -> u64 {
     10
 }
@@ -88,6 +96,7 @@ impl Default for DaemonConfig {
             reconcile_interval_secs: default_reconcile_interval(),
             max_request_bytes: default_max_request(),
             max_bytecode_bytes: default_max_bytecode(),
+            max_bytecode_bytes_in_flight: default_bytecode_in_flight(),
             file_open_timeout_secs: default_file_timeout(),
             max_programs: default_max_programs(),
             max_links: default_max_links(),
@@ -312,6 +321,10 @@ impl Config {
             ),
             ("daemon.max_bytecode_bytes", c.daemon.max_bytecode_bytes),
             (
+                "daemon.max_bytecode_bytes_in_flight",
+                c.daemon.max_bytecode_bytes_in_flight,
+            ),
+            (
                 "daemon.file_open_timeout_secs",
                 c.daemon.file_open_timeout_secs,
             ),
@@ -326,6 +339,13 @@ impl Config {
                     "config {origin}: {key} must be above 0"
                 )));
             }
+        }
+        if c.daemon.max_bytecode_bytes_in_flight < c.daemon.max_bytecode_bytes {
+            return Err(Error::invalid(format!(
+                "config {origin}: daemon.max_bytecode_bytes_in_flight ({}) is below \
+                 daemon.max_bytecode_bytes ({}): a file of the largest size could never load",
+                c.daemon.max_bytecode_bytes_in_flight, c.daemon.max_bytecode_bytes
+            )));
         }
         for r in &c.policy.rules {
             // Grants name real places: absolute, without '.' or '..', so a grant means

@@ -450,6 +450,8 @@ pub struct Manager {
     images: ImagePuller,
     /// Program id -> declares XDP multi-buffer support (from its ELF section).
     frags: Mutex<HashMap<u32, bool>>,
+    /// Bytecode held in memory by loads in progress.
+    bytecode_budget: Arc<access::Budget>,
 }
 
 /// The image service and the runtime its network work runs on (manager calls are
@@ -565,6 +567,7 @@ impl Manager {
         let features = crate::kernel::probe::probe(&paths.bpffs);
         let audit = open_audit(&config.policy)?;
         let images = config.images.clone();
+        let bytecode_budget = access::Budget::new(config.daemon.max_bytecode_bytes_in_flight);
         let m = Self {
             policy: RwLock::new(Arc::new(Policy::new(config.policy.clone()))),
             audit: Arc::new(AuditLog {
@@ -581,6 +584,7 @@ impl Manager {
             gate: RwLock::new(()),
             images: ImagePuller::new(&images)?,
             frags: Mutex::new(HashMap::new()),
+            bytecode_budget,
         };
         let report = m.reconcile_with(true)?;
         Ok((m, report))
@@ -967,9 +971,14 @@ impl Manager {
             Bytecode::File(f) => {
                 let path = Path::new(f);
                 let confine = file_confine(decision.grant.as_ref(), path)?;
-                let bytes =
-                    access::read(&identity(who, caller), path, &confine, self.file_limits())
-                        .map_err(|e| e.context("bytecode file"))?;
+                let bytes = access::read_budgeted(
+                    &identity(who, caller),
+                    path,
+                    &confine,
+                    self.file_limits(),
+                    &self.bytecode_budget,
+                )
+                .map_err(|e| e.context("bytecode file"))?;
                 check_elf(&bytes, f)?;
                 (bytes, bytecode.clone())
             }
@@ -1005,8 +1014,12 @@ impl Manager {
                     }
                 }
                 let bytes = self.images.service()?.bytecode(&rec)?;
+                let held = self.bytecode_budget.take(
+                    bytes.len() as u64,
+                    &format!("the bytecode of {}", rec.reference),
+                )?;
                 (
-                    bytes,
+                    access::Bytes::new(bytes, held),
                     Bytecode::Image {
                         url: rec.reference.clone(),
                         pull_policy: *pull_policy,

@@ -167,7 +167,12 @@ impl Kernel {
 
     /// Loads the named programs of one object (they share its maps and globals) and pins
     /// each. On any failure nothing stays behind: pins are removed and fds closed.
-    pub fn load(&self, bytes: Vec<u8>, plan: LoadPlan) -> Result<Loaded> {
+    /// `bytes` is the object (a `Vec<u8>`, or bytes whose memory a budget accounts for
+    /// until the load is done with them).
+    pub fn load<B>(&self, bytes: B, plan: LoadPlan) -> Result<Loaded>
+    where
+        B: std::ops::Deref<Target = [u8]> + Send + 'static,
+    {
         // Kernel BTF only when the object needs it: CO-RE relocations, or a BTF target.
         let needs_btf = plan.programs.iter().any(|p| p.kind.needs_attach_fn())
             || aya_obj::Object::parse(&bytes)
