@@ -135,26 +135,11 @@ fn setup(max_programs: u32) -> Env {
 
 impl Env {
     fn as_user(&self, user: &str, args: &[&str]) -> Output {
-        Command::new("runuser")
-            .args(["-u", user, "--", "env"])
-            .arg(format!("BPFMAN_SOCKET={}", self.d.socket.display()))
-            .arg(common::BPFMAN)
-            .args(args)
-            .output()
-            .expect("runuser")
+        self.d.cli_as(user, args)
     }
 
     fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let mut a = vec!["-o", "json"];
-        a.extend_from_slice(args);
-        let o = self.as_user(user, &a);
-        assert!(
-            o.status.success(),
-            "{user}: bpfman {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).expect("json")
+        self.d.json_as(user, args)
     }
 
     fn denied(&self, user: &str, args: &[&str], want: &str) {

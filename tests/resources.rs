@@ -127,26 +127,11 @@ fn as_user<T: Send + 'static>(w: Who, f: impl FnOnce() -> T + Send + 'static) ->
 
 /// Runs the real CLI as `user`.
 fn cli_as(d: &Daemon, user: &str, args: &[&str]) -> Output {
-    Command::new("runuser")
-        .args(["-u", user, "--", "env"])
-        .arg(format!("BPFMAN_SOCKET={}", d.socket.display()))
-        .arg(BPFMAN)
-        .args(args)
-        .output()
-        .expect("runuser")
+    d.cli_as(user, args)
 }
 
 fn ok_as(d: &Daemon, user: &str, args: &[&str]) -> Value {
-    let mut a = vec!["-o", "json"];
-    a.extend_from_slice(args);
-    let o = cli_as(d, user, &a);
-    assert!(
-        o.status.success(),
-        "{user}: bpfman {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("json")
+    d.json_as(user, args)
 }
 
 fn stderr(o: &Output) -> String {
@@ -1302,6 +1287,36 @@ fn sparse_elf(path: &Path, size: u64) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
+/// `n` loads of `path` as `user` at once, each by its own CLI process.
+fn parallel_loads(
+    d: &Daemon,
+    user: &'static str,
+    path: &Path,
+    n: usize,
+) -> Vec<std::thread::JoinHandle<Output>> {
+    (0..n)
+        .map(|_| {
+            let (sock, p) = (d.socket.clone(), path.display().to_string());
+            std::thread::spawn(move || {
+                Command::new("runuser")
+                    .args(["-u", user, "--", "env"])
+                    .arg(format!("BPFMAN_SOCKET={}", sock.display()))
+                    .args([
+                        BPFMAN,
+                        "load",
+                        "file",
+                        "--path",
+                        &p,
+                        "--programs",
+                        "tcx:tc_count",
+                    ])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn f9_unbounded_bytecode_is_refused_with_bounded_memory() {
     require_root!();
@@ -1356,27 +1371,7 @@ fn f9_unbounded_bytecode_is_refused_with_bounded_memory() {
         );
     }
     // One tenant, eight near-cap files in parallel (max_requests_per_uid).
-    let ths: Vec<_> = (0..8)
-        .map(|_| {
-            let (sock, p) = (d.socket.clone(), near.display().to_string());
-            std::thread::spawn(move || {
-                Command::new("runuser")
-                    .args(["-u", A, "--", "env"])
-                    .arg(format!("BPFMAN_SOCKET={}", sock.display()))
-                    .args([
-                        BPFMAN,
-                        "load",
-                        "file",
-                        "--path",
-                        &p,
-                        "--programs",
-                        "tcx:tc_count",
-                    ])
-                    .output()
-                    .unwrap()
-            })
-        })
-        .collect();
+    let ths = parallel_loads(d, A, &near, 8);
     for t in ths {
         assert!(!t.join().unwrap().status.success());
     }
@@ -1416,27 +1411,7 @@ fn f9_bytecode_in_memory_is_bounded_across_callers() {
     let pid = d.pid().unwrap();
     let rss0 = rss_mib(pid);
     let probe = Probe::start(d, false);
-    let ths: Vec<_> = (0..24)
-        .map(|_| {
-            let (sock, p) = (d.socket.clone(), near.display().to_string());
-            std::thread::spawn(move || {
-                Command::new("runuser")
-                    .args(["-u", A, "--", "env"])
-                    .arg(format!("BPFMAN_SOCKET={}", sock.display()))
-                    .args([
-                        BPFMAN,
-                        "load",
-                        "file",
-                        "--path",
-                        &p,
-                        "--programs",
-                        "tcx:tc_count",
-                    ])
-                    .output()
-                    .unwrap()
-            })
-        })
-        .collect();
+    let ths = parallel_loads(d, A, &near, 24);
     let mut over_budget = 0;
     for t in ths {
         let o = t.join().unwrap();

@@ -250,32 +250,11 @@ impl Lab {
     }
 
     fn as_user(&self, user: &str, args: &[&str]) -> Output {
-        Command::new("runuser")
-            .args(["-u", user, "--", "env"])
-            .arg(format!("BPFMAN_SOCKET={}", self.d.socket.display()))
-            .arg(BPFMAN)
-            .args(args)
-            .output()
-            .expect("running runuser")
+        self.d.cli_as(user, args)
     }
 
     fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let mut a = vec!["-o", "json"];
-        a.extend_from_slice(args);
-        let o = self.as_user(user, &a);
-        assert!(
-            o.status.success(),
-            "{user}: bpfman {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{user}: bpfman {} printed no JSON ({e}): {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stdout)
-            )
-        })
+        self.d.json_as(user, args)
     }
 
     /// Asserts that `user` is refused, with every one of `want` in the message, and that

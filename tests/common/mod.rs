@@ -248,6 +248,38 @@ impl Daemon {
             .expect("running bpfman")
     }
 
+    /// Runs the CLI against this daemon as `user` (a real unprivileged user, through
+    /// runuser).
+    pub fn cli_as(&self, user: &str, args: &[&str]) -> Output {
+        Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("BPFMAN_SOCKET={}", self.socket.display()))
+            .arg(BPFMAN)
+            .args(args)
+            .output()
+            .expect("running runuser")
+    }
+
+    /// Like [`Daemon::json`], as `user`.
+    pub fn json_as(&self, user: &str, args: &[&str]) -> Value {
+        let mut a = vec!["-o", "json"];
+        a.extend_from_slice(args);
+        let o = self.cli_as(user, &a);
+        assert!(
+            o.status.success(),
+            "{user}: bpfman {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{user}: bpfman {} printed no JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout)
+            )
+        })
+    }
+
     /// Runs the CLI with `-o json`, asserts success and parses stdout.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut a = vec!["-o", "json"];

@@ -493,37 +493,27 @@ pub fn read_budgeted(
     limits: Limits,
     budget: &Arc<Budget>,
 ) -> Result<Bytes> {
-    let budget = Arc::clone(budget);
-    let (p, c, uid) = (path.to_path_buf(), confine.clone(), id.uid);
-    as_caller(
-        id,
-        limits.deadline,
-        &path.display().to_string(),
-        move || {
-            let o = open_here(&p, &c, uid, limits.max_bytes)?;
-            let held = budget.take(o.size, &p.display().to_string())?;
-            read_opened(&o, &p, limits.max_bytes).map(|data| Bytes::new(data, held))
-        },
-    )
-}
-
-fn read_opened(o: &Opened, p: &Path, max_bytes: u64) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(o.size as usize);
-    (&o.file)
-        .take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::invalid(format!("reading {}: {e}", p.display())))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(Error::invalid(format!(
-            "{} grew past {max_bytes} bytes while being read",
-            p.display()
-        )));
+    let (data, held) = read_as(id, path, confine, limits, Some(Arc::clone(budget)))?;
+    match held {
+        Some(held) => Ok(Bytes::new(data, held)),
+        None => Err(Error::internal(
+            "a budgeted read came back without its share",
+        )),
     }
-    Ok(bytes)
 }
 
 /// Opens and reads a regular file as `id` (at most `limits.max_bytes`).
 pub fn read(id: &Identity, path: &Path, confine: &Confine, limits: Limits) -> Result<Vec<u8>> {
+    read_as(id, path, confine, limits, None).map(|(data, _)| data)
+}
+
+fn read_as(
+    id: &Identity,
+    path: &Path,
+    confine: &Confine,
+    limits: Limits,
+    budget: Option<Arc<Budget>>,
+) -> Result<(Vec<u8>, Option<Held>)> {
     let (p, c, uid) = (path.to_path_buf(), confine.clone(), id.uid);
     as_caller(
         id,
@@ -531,7 +521,23 @@ pub fn read(id: &Identity, path: &Path, confine: &Confine, limits: Limits) -> Re
         &path.display().to_string(),
         move || {
             let o = open_here(&p, &c, uid, limits.max_bytes)?;
-            read_opened(&o, &p, limits.max_bytes)
+            let held = match &budget {
+                Some(b) => Some(b.take(o.size, &p.display().to_string())?),
+                None => None,
+            };
+            let mut bytes = Vec::with_capacity(o.size as usize);
+            (&o.file)
+                .take(limits.max_bytes + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::invalid(format!("reading {}: {e}", p.display())))?;
+            if bytes.len() as u64 > limits.max_bytes {
+                return Err(Error::invalid(format!(
+                    "{} grew past {} bytes while being read",
+                    p.display(),
+                    limits.max_bytes
+                )));
+            }
+            Ok((bytes, held))
         },
     )
 }
