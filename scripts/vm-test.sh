@@ -6,7 +6,7 @@
 # (freplace and TCX: the TC dispatcher behind a TCX link). The VM sees this machine's
 # files read-only; the tests write only under /tmp, which is the guest's own.
 #
-#   scripts/vm-test.sh [TEST_FILTER...]     (default: kprobe fentry dispatcher)
+#   scripts/vm-test.sh [TEST_FILTER...]     (default: kprobe fentry dispatcher lsm)
 #   BPFMAN_VM_KERNEL=/boot/vmlinuz-...      one kernel only
 #
 # Needs (installed by .ci/run): qemu-system-x86, linux-image-amd64 (bookworm and
@@ -30,7 +30,7 @@ fi
 command -v vng >/dev/null || { echo "vm-test: vng not found; pip install virtme-ng" >&2; exit 1; }
 
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(kprobe fentry dispatcher)
+[ ${#filters[@]} -gt 0 ] || filters=(kprobe fentry dispatcher lsm)
 
 make -s -C bpf
 cargo build -q --bin bpfman
@@ -48,7 +48,7 @@ crash=$(test_bin crash)
 
 for kernel in "${kernels[@]}"; do
     # In the guest the features must be there: a test that would skip fails instead.
-    require=kprobe,fentry,freplace
+    require=kprobe,fentry,freplace,lsm
     version=$(basename "$kernel" | sed 's/^vmlinuz-//')
     if [ "$(printf '%s\n' 6.6 "$version" | sort -V | head -n 1)" = 6.6 ]; then
         require=$require,tcx

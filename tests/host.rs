@@ -834,6 +834,85 @@ fn fentry_and_fexit_count_calls() {
     assert!((30..300).contains(&b), "fexit counted {b}");
 }
 
+/// lsm: a program on the file_open hook denies opening one file the test picks (by
+/// inode and device), other files open, and Detach allows it again. Runs in the VM
+/// (Debian's kernels have `bpf` among their LSMs); where the kernel refuses LSM
+/// programs, the refusal names the kernel's answer and nothing is left behind.
+#[test]
+fn lsm_file_open_denies_one_file_until_detached() {
+    use std::os::unix::fs::MetadataExt;
+    require_root!();
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let victim = dir.path().join("denied");
+    let other = dir.path().join("allowed");
+    std::fs::write(&victim, b"x").expect("writing");
+    std::fs::write(&other, b"y").expect("writing");
+    let md = std::fs::metadata(&victim).expect("stat");
+    // The kernel's dev_t of the file's super block: major << 20 | minor.
+    let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
+    let kdev = (major << 20) | minor;
+    let ino_hex: String = md
+        .ino()
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let args = [
+        "--path".to_string(),
+        obj("lsm_test.bpf.o"),
+        "--programs".into(),
+        "lsm:lsm_deny_open:file_open".into(),
+        "-g".into(),
+        format!("deny_ino={ino_hex}"),
+        "-g".into(),
+        format!("deny_dev={}", le_hex(kdev)),
+    ];
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    if !has_feature(&d, "lsm") {
+        let mut a = vec!["load", "file"];
+        a.extend_from_slice(&args);
+        let err = d.fails(&a);
+        assert!(err.contains("'lsm'") && err.contains("kernel"), "{err}");
+        assert!(d.pins().is_empty(), "{:?}", d.pins());
+        eprintln!(
+            "SKIP lsm firing: this kernel refuses LSM programs ({}); scripts/vm-test.sh runs it",
+            d.json(&["system", "info"])["features"]["lsm"]["detail"]
+        );
+        return;
+    }
+    // The hook is required at load.
+    let err = d.fails(&[
+        "load",
+        "file",
+        "--path",
+        &obj("lsm_test.bpf.o"),
+        "--programs",
+        "lsm:lsm_deny_open",
+    ]);
+    assert!(err.contains("hook"), "{err}");
+    let progs = d.load(&args);
+    assert_eq!(progs[0]["type"], "lsm");
+    assert_eq!(progs[0]["attach_fn"], "file_open");
+    let id = progs[0]["id"].as_u64().unwrap() as u32;
+    // Loaded, not attached: nothing is denied yet.
+    assert!(std::fs::File::open(&victim).is_ok());
+    let link = d.attach(&[&id.to_string(), "lsm"]);
+    let e = std::fs::File::open(&victim).expect_err("the LSM program should deny the open");
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    assert!(
+        std::fs::File::open(&other).is_ok(),
+        "another file was denied"
+    );
+    assert_eq!(d.map_u64(id, "lsm_denials"), 1);
+    d.json(&["detach", &link.to_string()]);
+    assert!(
+        std::fs::File::open(&victim).is_ok(),
+        "still denied after Detach returned"
+    );
+    d.json(&["unload", &id.to_string()]);
+}
+
 #[test]
 fn config_sets_xdp_mode_and_bad_config_is_refused_with_its_line() {
     require_root!();

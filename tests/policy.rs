@@ -195,6 +195,20 @@ fn tenants_are_confined_to_their_grants() {
         ],
         "program type kprobe",
     );
+    // LSM is a program type like the others: a rule without it refuses it (whether or
+    // not this kernel could load it).
+    e.denied(
+        ALICE,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("lsm_test.bpf.o"),
+            "--programs",
+            "lsm:lsm_deny_open:file_open",
+        ],
+        "program type lsm",
+    );
     let elsewhere = e.d.dir.path().join("copy.o");
     std::fs::copy(obj("tc_test.bpf.o"), &elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -164,7 +164,8 @@ pub struct DaemonArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LoadCommon {
-    /// TYPE:FUNCTION[:ATTACH_FUNCTION], once per program (attach function for fentry/fexit).
+    /// TYPE:FUNCTION[:ATTACH_FUNCTION], once per program (the kernel function for
+    /// fentry/fexit, the hook for lsm, e.g. lsm:my_prog:file_open).
     #[arg(long = "programs", required = true, num_args = 1.., value_name = "TYPE:FUNC[:ATTACH_FN]")]
     pub programs: Vec<String>,
     /// Global variable override NAME=HEX (bytes in the program's byte order).
@@ -305,6 +306,11 @@ pub enum AttachTarget {
     },
     /// fexit (target given at load time).
     Fexit {
+        #[arg(short = 'm', long)]
+        metadata: Vec<String>,
+    },
+    /// lsm (hook given at load time).
+    Lsm {
         #[arg(short = 'm', long)]
         metadata: Vec<String>,
     },

@@ -144,9 +144,10 @@ fn load_info(spec: &str) -> anyhow::Result<v1::LoadInfo> {
         "uprobe" | "uretprobe" => T::Uprobe,
         "fentry" => T::Fentry,
         "fexit" => T::Fexit,
+        "lsm" => T::Lsm,
         other => bail!(
             "unknown program type '{other}' in --programs '{spec}': use xdp, tc, tcx, tracepoint, \
-             kprobe, kretprobe, uprobe, uretprobe, fentry or fexit"
+             kprobe, kretprobe, uprobe, uretprobe, fentry, fexit or lsm"
         ),
     };
     let info = match (t, attach) {
@@ -156,10 +157,19 @@ fn load_info(spec: &str) -> anyhow::Result<v1::LoadInfo> {
         (T::Fexit, Some(f)) => Some(v1::prog_specific_info::Info::FexitLoadInfo(
             v1::FexitLoadInfo { fn_name: f.into() },
         )),
+        (T::Lsm, Some(h)) => Some(v1::prog_specific_info::Info::LsmLoadInfo(v1::LsmLoadInfo {
+            hook_name: h.into(),
+        })),
         (T::Fentry | T::Fexit, None) => bail!(
             "{kind} program '{name}' needs the kernel function: --programs {kind}:{name}:FUNCTION"
         ),
-        (_, Some(_)) => bail!("--programs '{spec}': only fentry and fexit take an attach function"),
+        (T::Lsm, None) => bail!(
+            "lsm program '{name}' needs its LSM hook: --programs lsm:{name}:HOOK (e.g. file_open)"
+        ),
+        (_, Some(_)) => bail!(
+            "--programs '{spec}': only fentry and fexit (a kernel function) and lsm (a hook) \
+             take a third part"
+        ),
         _ => None,
     };
     Ok(v1::LoadInfo {
@@ -296,6 +306,9 @@ fn attach_info(t: &AttachTarget) -> anyhow::Result<v1::attach_info::Info> {
         AttachTarget::Fexit { metadata } => Info::FexitAttachInfo(v1::FexitAttachInfo {
             metadata: md(metadata)?,
         }),
+        AttachTarget::Lsm { metadata } => Info::LsmAttachInfo(v1::LsmAttachInfo {
+            metadata: md(metadata)?,
+        }),
     })
 }
 
@@ -334,6 +347,7 @@ fn kernel_type_number(name: &str) -> anyhow::Result<u32> {
         "tracepoint" => 5,
         "kprobe" | "kretprobe" | "uprobe" | "uretprobe" => 2,
         "fentry" | "fexit" | "tracing" => 26,
+        "lsm" => 29,
         other => (0..64)
             .find(|n| output::kernel_type_name(*n) == other)
             .ok_or_else(|| anyhow!("unknown program type '{other}'"))?,
@@ -511,6 +525,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                             "uretprobe",
                             "fentry",
                             "fexit",
+                            "lsm",
                         ]
                         .contains(&want.as_str())
                         && rec.kind != *want

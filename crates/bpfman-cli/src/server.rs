@@ -107,11 +107,7 @@ fn kind_from_v1(t: i32, name: &str) -> Result<ProgramKind, Status> {
         Ok(T::Uprobe) => ProgramKind::Uprobe,
         Ok(T::Fentry) => ProgramKind::Fentry,
         Ok(T::Fexit) => ProgramKind::Fexit,
-        Ok(T::Lsm) => {
-            return Err(Status::failed_precondition(format!(
-                "program '{name}': LSM programs are not supported by this daemon"
-            )));
-        }
+        Ok(T::Lsm) => ProgramKind::Lsm,
         Err(_) => {
             return Err(Status::invalid_argument(format!(
                 "program '{name}': unknown program type {t}"
@@ -249,11 +245,7 @@ fn attach_spec(info: v1::AttachInfo) -> Result<(AttachSpec, BTreeMap<String, Str
         ),
         Info::FentryAttachInfo(x) => (AttachSpec::Fentry, x.metadata.into_iter().collect()),
         Info::FexitAttachInfo(x) => (AttachSpec::Fexit, x.metadata.into_iter().collect()),
-        Info::LsmAttachInfo(_) => {
-            return Err(Status::failed_precondition(
-                "LSM programs are not supported by this daemon",
-            ));
-        }
+        Info::LsmAttachInfo(x) => (AttachSpec::Lsm, x.metadata.into_iter().collect()),
     })
 }
 

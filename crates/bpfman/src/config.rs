@@ -374,7 +374,7 @@ impl Config {
                     return Err(Error::invalid(format!(
                         "config {origin}: rule '{}': program_types has '{t}', which is not a \
                          program type (use xdp, tc, tcx, tracepoint, kprobe, kretprobe, \
-                         uprobe, uretprobe, fentry, fexit)",
+                         uprobe, uretprobe, fentry, fexit, lsm)",
                         r.name
                     )));
                 }

@@ -868,16 +868,14 @@ impl Manager {
                 check_name(f, "a kernel function name")?;
             }
             if p.kind.needs_attach_fn() && p.attach_fn.as_deref().unwrap_or("").is_empty() {
+                let (what, arg) = match p.kind {
+                    ProgramKind::Lsm => ("an LSM hook (e.g. file_open)", "HOOK"),
+                    _ => ("a kernel function", "FUNCTION"),
+                };
                 return Err(Error::invalid(format!(
-                    "{} program '{}' needs a kernel function: --programs {}:{}:FUNCTION",
+                    "{} program '{}' needs {what}: --programs {}:{}:{arg}",
                     p.kind, p.name, p.kind, p.name
                 )));
-            }
-            if p.kind.needs_attach_fn() {
-                self.require(
-                    "fentry",
-                    &format!("loading {} program '{}'", p.kind, p.name),
-                )?;
             }
         }
         if req.global_data.len() > MAX_GLOBALS {
@@ -967,6 +965,12 @@ impl Manager {
         req: &LoadRequest,
         bytecode: Bytecode,
     ) -> Result<Vec<Program>> {
+        // What this kernel cannot load is said once the caller is allowed to ask.
+        for p in &req.programs {
+            if let Some(feature) = p.kind.feature() {
+                self.require(feature, &format!("loading {} program '{}'", p.kind, p.name))?;
+            }
+        }
         let (bytes, bytecode) = match &bytecode {
             Bytecode::File(f) => {
                 let path = Path::new(f);
@@ -1074,7 +1078,6 @@ impl Manager {
         fault::point("load.pinned");
 
         let created_at = now_rfc3339();
-        let first_id = loaded.programs.first().map(|p| p.id).unwrap_or(0);
         let programs: Vec<Program> = req
             .programs
             .iter()
@@ -1087,17 +1090,11 @@ impl Manager {
                 attach_fn: spec.attach_fn.clone(),
                 global_data: req.global_data.clone(),
                 metadata: req.metadata.clone(),
-                map_owner_id: match &owner {
-                    Some(o) => Some(o.id),
-                    None if k.id != first_id => Some(first_id),
-                    None => None,
-                },
+                // Reported only when the caller asked for it; programs loaded together
+                // are peers that share their maps (as upstream).
+                map_owner_id: owner.as_ref().map(|o| o.id),
                 map_pin_path: loaded.map_dir.display().to_string(),
-                maps: if k.id == first_id {
-                    loaded.maps.clone()
-                } else {
-                    Vec::new()
-                },
+                maps: loaded.maps.clone(),
                 pin_path: k.pin_path.display().to_string(),
                 owner: caller,
                 created_at: created_at.clone(),
@@ -1281,11 +1278,25 @@ impl Manager {
             self.detach_locked(&l)?;
         }
         self.kernel.unpin_program(Path::new(&p.pin_path))?;
-        if p.map_owner_id.is_none() {
-            self.kernel.remove_maps(Path::new(&p.map_pin_path));
-        }
         fault::point("unload.unpinned");
-        self.store.delete_program(id)?;
+        {
+            // The maps go with the last program that uses them (peers loaded together
+            // share one directory); a crash before this leaves a directory no record
+            // names, which reconciliation removes.
+            let maps = self.lock(format!("maps/{}", p.map_pin_path));
+            let _m = maps.lock().map_err(|_| Error::internal("lock poisoned"))?;
+            self.store.delete_program(id)?;
+            if self
+                .store
+                .programs_with_map_dir(&p.map_pin_path)?
+                .is_empty()
+            {
+                self.kernel.remove_maps(Path::new(&p.map_pin_path));
+            }
+        }
+        // Done when it returns: the program's id no longer opens.
+        self.kernel
+            .wait_gone(crate::kernel::ids::Object::Program, id);
         info!(id, "unloaded");
         Ok(())
     }
@@ -1414,7 +1425,7 @@ impl Manager {
                     check_name(target, "a uprobe target")?;
                 }
             }
-            AttachSpec::Fentry | AttachSpec::Fexit => {}
+            AttachSpec::Fentry | AttachSpec::Fexit | AttachSpec::Lsm => {}
         }
         if let Some(h) = spec.net_hook() {
             if h.iface.len() >= libc::IF_NAMESIZE || h.iface.contains('/') {
@@ -2283,22 +2294,11 @@ impl Manager {
     }
 
     /// One program: bpfman's record when it has one, else the kernel's facts alone.
+    /// A program this daemon manages. Any other id, in the kernel or not, is NOT_FOUND
+    /// (as upstream: Get says nothing about programs that are not bpfman's; `list
+    /// --all` shows the kernel's others, under the policy's `list`).
     pub fn get(&self, id: u32) -> Result<ProgramView> {
-        match self.store.program(id)? {
-            Some(p) => self.view(p),
-            None => self
-                .kernel
-                .all_programs()
-                .into_iter()
-                .find(|k| k.id == id)
-                .map(|kernel| ProgramView {
-                    program: None,
-                    kernel,
-                    links: Vec::new(),
-                    map_used_by: Vec::new(),
-                })
-                .ok_or_else(|| Error::not_found(format!("program {id} is not loaded"))),
-        }
+        self.view(self.managed(id)?)
     }
 
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProgramView>> {

@@ -24,10 +24,11 @@ pub enum ProgramKind {
     Uretprobe,
     Fentry,
     Fexit,
+    Lsm,
 }
 
 impl ProgramKind {
-    pub const ALL: [ProgramKind; 10] = [
+    pub const ALL: [ProgramKind; 11] = [
         Self::Xdp,
         Self::Tc,
         Self::Tcx,
@@ -38,6 +39,7 @@ impl ProgramKind {
         Self::Uretprobe,
         Self::Fentry,
         Self::Fexit,
+        Self::Lsm,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,12 +54,24 @@ impl ProgramKind {
             Self::Uretprobe => "uretprobe",
             Self::Fentry => "fentry",
             Self::Fexit => "fexit",
+            Self::Lsm => "lsm",
         }
     }
 
-    /// Whether the program needs a target function at load time (fentry/fexit).
+    /// Whether the program needs a target at load time: the kernel function of
+    /// fentry/fexit, the hook of LSM (without its `bpf_lsm_` prefix, e.g. `file_open`).
     pub fn needs_attach_fn(self) -> bool {
-        matches!(self, Self::Fentry | Self::Fexit)
+        matches!(self, Self::Fentry | Self::Fexit | Self::Lsm)
+    }
+
+    /// The kernel feature (`bpfman system info`) loading a program of this kind needs
+    /// beyond BPF itself.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Self::Fentry | Self::Fexit => Some("fentry"),
+            Self::Lsm => Some("lsm"),
+            _ => None,
+        }
     }
 
     /// The kernel's `bpf_prog_type` number for programs of this kind.
@@ -69,6 +83,7 @@ impl ProgramKind {
             Self::Kprobe | Self::Kretprobe => 2, // BPF_PROG_TYPE_KPROBE
             Self::Uprobe | Self::Uretprobe => 2, // uprobes are KPROBE programs
             Self::Fentry | Self::Fexit => 26,    // BPF_PROG_TYPE_TRACING
+            Self::Lsm => 29,                     // BPF_PROG_TYPE_LSM
         }
     }
 
@@ -84,6 +99,7 @@ impl ProgramKind {
                 | (Self::Uprobe | Self::Uretprobe, AttachSpec::Uprobe { .. })
                 | (Self::Fentry, AttachSpec::Fentry)
                 | (Self::Fexit, AttachSpec::Fexit)
+                | (Self::Lsm, AttachSpec::Lsm)
         )
     }
 }
@@ -103,7 +119,7 @@ impl FromStr for ProgramKind {
             .ok_or_else(|| {
                 Error::invalid(format!(
                     "unknown program type '{s}': use one of xdp, tc, tcx, tracepoint, kprobe, \
-                     kretprobe, uprobe, uretprobe, fentry, fexit"
+                     kretprobe, uprobe, uretprobe, fentry, fexit, lsm"
                 ))
             })
     }
@@ -250,6 +266,8 @@ pub enum AttachSpec {
     },
     Fentry,
     Fexit,
+    /// An LSM program on the hook it was loaded for.
+    Lsm,
 }
 
 impl AttachSpec {
@@ -263,6 +281,7 @@ impl AttachSpec {
             Self::Uprobe { .. } => "uprobe",
             Self::Fentry => "fentry",
             Self::Fexit => "fexit",
+            Self::Lsm => "lsm",
         }
     }
 
@@ -312,7 +331,7 @@ impl AttachSpec {
                 }
                 s
             }
-            Self::Fentry | Self::Fexit => String::new(),
+            Self::Fentry | Self::Fexit | Self::Lsm => String::new(),
         }
     }
 }

@@ -213,10 +213,11 @@ fn attach_spec(a: &StaticAttach) -> Result<AttachSpec> {
         },
         "fentry" => AttachSpec::Fentry,
         "fexit" => AttachSpec::Fexit,
+        "lsm" => AttachSpec::Lsm,
         other => {
             return Err(Error::invalid(format!(
                 "unknown attach type '{other}': use xdp, tc, tcx, tracepoint, kprobe, uprobe, \
-                 fentry or fexit"
+                 fentry, fexit or lsm"
             )));
         }
     })

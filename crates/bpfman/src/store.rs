@@ -300,6 +300,16 @@ impl Store {
         })
     }
 
+    /// Programs whose maps are pinned in `dir` (peers loaded together share one).
+    pub fn programs_with_map_dir(&self, dir: &str) -> Result<Vec<u32>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT id FROM programs WHERE map_pin_path = ?1 ORDER BY id")?;
+            let rows = st.query_map([dir], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     pub fn delete_program(&self, id: u32) -> Result<()> {
         self.with(|c| {
             c.execute("DELETE FROM programs WHERE id = ?1", [id])?;

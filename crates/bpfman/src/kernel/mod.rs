@@ -5,6 +5,7 @@
 //! `prog_<id>` for programs, `links/<link id>` for links, `maps/<owner id>/<map>` for maps.
 
 pub mod dispatch;
+pub mod ids;
 mod netns;
 pub mod probe;
 mod tcx;
@@ -19,8 +20,8 @@ use aya::programs::links::{FdLink, LinkType, PinnedLink};
 use aya::programs::tc::TcAttachType;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::programs::{
-    FEntry, FExit, KProbe, ProbeKind, Program, ProgramInfo, SchedClassifier, TracePoint, UProbe,
-    Xdp, XdpMode,
+    FEntry, FExit, KProbe, Lsm, ProbeKind, Program, ProgramInfo, SchedClassifier, TracePoint,
+    UProbe, Xdp, XdpMode,
 };
 use aya::{Btf, EbpfLoader, Endianness};
 
@@ -319,6 +320,7 @@ fn load_one(btf: Option<&Btf>, prog: &mut Program, spec: &ProgramSpec) -> Result
         Program::UProbe(_) => "uprobe",
         Program::FEntry(_) => "fentry",
         Program::FExit(_) => "fexit",
+        Program::Lsm(_) => "lsm",
         _ => "unsupported",
     };
     // The section decides entry or return probe (upstream's rule): a kprobe or uprobe
@@ -358,13 +360,19 @@ fn load_one(btf: Option<&Btf>, prog: &mut Program, spec: &ProgramSpec) -> Result
             let f = attach_fn(spec)?;
             p.load(f, need_btf(btf)?)
         }
+        Program::Lsm(p) => {
+            let hook = attach_fn(spec)?;
+            p.load(hook, need_btf(btf)?)
+        }
         _ => return Err(Error::invalid(format!("{what}: unsupported program type"))),
     };
     r.map_err(|e| {
         if has_errno(&e, libc::EPERM) && spec.kind.needs_attach_fn() {
             Error::unsupported(format!(
-                "{what}: the kernel refused with EPERM; this kernel does not allow \
-                     fentry/fexit programs (feature 'fentry'; see `bpfman system info`)"
+                "{what}: the kernel refused with EPERM; this kernel does not allow {} \
+                     programs (feature '{}'; see `bpfman system info`)",
+                spec.kind,
+                spec.kind.feature().unwrap_or("bpf")
             ))
         } else if has_errno(&e, libc::ESRCH) || has_errno(&e, libc::ENOENT) {
             Error::invalid(format!("{what}: {e}; is the target function name right?"))
@@ -414,6 +422,19 @@ impl Kernel {
                 "removing pin {}: {e}",
                 pin.display()
             ))),
+        }
+    }
+
+    /// Waits (up to 5 s) until a program or link id no longer opens: what a client sees
+    /// of a detach or unload is done when it returns. Past the limit (another process
+    /// holds the object) it says so in the log and returns.
+    pub fn wait_gone(&self, obj: ids::Object, id: u32) {
+        match ids::wait_gone(obj, id, std::time::Duration::from_secs(5)) {
+            Ok(waited) if waited > std::time::Duration::from_millis(100) => {
+                tracing::info!(%obj, id, ?waited, "gone from the kernel after a wait")
+            }
+            Ok(_) => {}
+            Err(why) => tracing::warn!("{why}"),
         }
     }
 
@@ -584,6 +605,11 @@ impl Kernel {
                 let id = p.attach().map_err(|e| kerr(&what, e))?;
                 pin_taken(p.take_link(id), &what, link_pin, None)
             }
+            AttachSpec::Lsm => {
+                let mut p = Lsm::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
+                let id = p.attach().map_err(|e| kerr(&what, e))?;
+                pin_taken(p.take_link(id), &what, link_pin, None)
+            }
         }
     }
 
@@ -598,14 +624,20 @@ impl Kernel {
                     Error::internal(format!("unpinning {}: {e}", link_pin.display()))
                 })?;
                 // Perf-event links unregister at close and then wait out RCU grace
-                // periods inside close(); let the reaper wait instead of the caller.
-                let perf = link
-                    .info()
-                    .ok()
+                // periods inside close(); let the reaper wait instead of the caller,
+                // but reply only once the link's id is gone (it goes before the wait).
+                let info = link.info().ok();
+                let id = info.as_ref().map(|i| i.id());
+                let perf = info
                     .and_then(|i| i.link_type().ok())
                     .is_some_and(|t| t == LinkType::PerfEvent);
                 if perf {
                     self.workers.reap(Box::new(link));
+                } else {
+                    drop(link);
+                }
+                if let Some(id) = id {
+                    self.wait_gone(ids::Object::Link, id);
                 }
                 Ok(())
             }
@@ -732,8 +764,21 @@ fn dir_name(h: &NetHook) -> &'static str {
 fn attach_fn(spec: &ProgramSpec) -> Result<&str> {
     spec.attach_fn.as_deref().ok_or_else(|| {
         Error::invalid(format!(
-            "{} program '{}' needs the kernel function to attach to: --programs {}:{}:FUNCTION",
-            spec.kind, spec.name, spec.kind, spec.name
+            "{} program '{}' needs the {} to attach to: --programs {}:{}:{}",
+            spec.kind,
+            spec.name,
+            if spec.kind == ProgramKind::Lsm {
+                "LSM hook"
+            } else {
+                "kernel function"
+            },
+            spec.kind,
+            spec.name,
+            if spec.kind == ProgramKind::Lsm {
+                "HOOK"
+            } else {
+                "FUNCTION"
+            }
         ))
     })
 }

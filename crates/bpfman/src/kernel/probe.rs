@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use aya::programs::tc::TcAttachType;
-use aya::programs::{Extension, FEntry, SchedClassifier, Xdp};
+use aya::programs::{Extension, FEntry, Lsm, SchedClassifier, Xdp};
 use aya::{Btf, EbpfLoader};
 
 use crate::model::Feature;
@@ -116,6 +116,43 @@ fn probe_fentry(btf: Option<&Btf>) -> Result<String, String> {
     Err(last)
 }
 
+/// BPF LSM: a program loads against the `file_open` hook (never attached here), and `bpf`
+/// is among the active LSMs where securityfs says (a loaded program on a kernel whose
+/// LSM list lacks `bpf` would attach and never run).
+fn probe_lsm(btf: Option<&Btf>) -> Result<String, String> {
+    let btf = btf.ok_or("no kernel BTF at /sys/kernel/btf/vmlinux")?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .load(PROBE_OBJ)
+        .map_err(|e| format!("loading the probe object: {}", super::chain(&e)))?;
+    let p: &mut Lsm = ebpf
+        .program_mut("probe_lsm")
+        .ok_or("probe_lsm missing")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    p.load("file_open", btf).map_err(|e| {
+        format!(
+            "the kernel refused an LSM program on file_open: {} (BPF LSM needs \
+             CONFIG_BPF_LSM and `bpf` in the boot's lsm= list)",
+            super::chain(&e)
+        )
+    })?;
+    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(active) if active.split(',').any(|l| l.trim() == "bpf") => Ok(format!(
+            "LSM load on file_open works; active LSMs: {}",
+            active.trim()
+        )),
+        Ok(active) => Err(format!(
+            "LSM programs load but `bpf` is not an active LSM ({}): they would never run; \
+             boot with lsm=...,bpf",
+            active.trim()
+        )),
+        Err(_) => {
+            Ok("LSM load on file_open works (securityfs not mounted: active LSMs unknown)".into())
+        }
+    }
+}
+
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
@@ -157,6 +194,7 @@ pub fn probe(bpffs: &Path) -> Features {
         ),
         feature("freplace", probe_freplace()),
         feature("fentry", probe_fentry(btf.as_ref())),
+        feature("lsm", probe_lsm(btf.as_ref())),
         feature(
             "kprobe",
             if kprobes_supported() {
