@@ -835,7 +835,7 @@ fn fentry_and_fexit_count_calls() {
 }
 
 /// lsm: a program on the file_open hook denies opening one file the test picks (by
-/// inode and device), other files open, and Detach allows it again. Runs in the VM
+/// inode number and size), other files open, and Detach allows it again. Runs in the VM
 /// (Debian's kernels have `bpf` among their LSMs); where the kernel refuses LSM
 /// programs, the refusal names the kernel's answer and nothing is left behind.
 #[test]
@@ -846,27 +846,20 @@ fn lsm_file_open_denies_one_file_until_detached() {
     let dir = tempfile::tempdir().expect("tempdir");
     let victim = dir.path().join("denied");
     let other = dir.path().join("allowed");
-    std::fs::write(&victim, b"x").expect("writing");
+    // A size no other file near it has, as the second half of the match.
+    std::fs::write(&victim, vec![b'x'; 7919]).expect("writing");
     std::fs::write(&other, b"y").expect("writing");
     let md = std::fs::metadata(&victim).expect("stat");
-    // The kernel's dev_t of the file's super block: major << 20 | minor.
-    let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
-    let kdev = (major << 20) | minor;
-    let ino_hex: String = md
-        .ino()
-        .to_le_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = |v: u64| -> String { v.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect() };
     let args = [
         "--path".to_string(),
         obj("lsm_test.bpf.o"),
         "--programs".into(),
         "lsm:lsm_deny_open:file_open".into(),
         "-g".into(),
-        format!("deny_ino={ino_hex}"),
+        format!("deny_ino={}", hex(md.ino())),
         "-g".into(),
-        format!("deny_dev={}", le_hex(kdev)),
+        format!("deny_size={}", hex(md.len())),
     ];
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     if !has_feature(&d, "lsm") {
