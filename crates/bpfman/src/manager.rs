@@ -442,6 +442,10 @@ pub struct Manager {
     features: Features,
     paths: Paths,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Programs whose Unload returned while the kernel still had them (something held a
+    /// reference: a bpf_timer in their maps, a process's fd), by owner uid: they count
+    /// against the owner's quota until the kernel lets them go.
+    lingering: Mutex<HashMap<u32, Vec<u32>>>,
     /// Mutations (load, unload, attach, detach) hold it shared while they touch the
     /// kernel and the store; reconciliation holds it exclusively, so it never sees a
     /// half-made object (a link recorded but not yet pinned, a pin not yet recorded)
@@ -452,6 +456,34 @@ pub struct Manager {
     frags: Mutex<HashMap<u32, bool>>,
     /// Bytecode held in memory by loads in progress.
     bytecode_budget: Arc<access::Budget>,
+}
+
+/// One key's lock from [`Manager::lock`]; derefs to the mutex. Dropping the last
+/// handle removes the key from the table.
+struct KeyLock<'a> {
+    table: &'a Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    key: String,
+    lock: Arc<Mutex<()>>,
+}
+
+impl std::ops::Deref for KeyLock<'_> {
+    type Target = Mutex<()>;
+    fn deref(&self) -> &Mutex<()> {
+        &self.lock
+    }
+}
+
+impl Drop for KeyLock<'_> {
+    fn drop(&mut self) {
+        let mut m = match self.table.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        // The table's copy and ours: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            m.remove(&self.key);
+        }
+    }
 }
 
 /// The image service and the runtime its network work runs on (manager calls are
@@ -581,6 +613,7 @@ impl Manager {
             features,
             paths,
             locks: Mutex::new(HashMap::new()),
+            lingering: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
             images: ImagePuller::new(&images)?,
             frags: Mutex::new(HashMap::new()),
@@ -724,6 +757,7 @@ impl Manager {
             .lock()
             .map_err(|_| Error::internal("lock poisoned"))?;
         let (total_programs, total_links) = self.store.counts()?;
+        let total_programs = total_programs + self.lingering(None) as u64;
         let (all_p, all_l) = (total_programs + r.all_programs, total_links + r.all_links);
         let max_p = self.config.daemon.max_programs as u64;
         if programs > 0 && all_p + programs as u64 > max_p {
@@ -739,8 +773,9 @@ impl Manager {
                  ([daemon] max_links); detach some first"
             )));
         }
-        let owned_p =
-            self.store.count_owned_programs(uid)? + r.programs.get(&uid).copied().unwrap_or(0);
+        let owned_p = self.store.count_owned_programs(uid)?
+            + r.programs.get(&uid).copied().unwrap_or(0)
+            + self.lingering(Some(uid));
         let owned_l = self.store.count_owned_links(uid)? + r.links.get(&uid).copied().unwrap_or(0);
         if programs > 0 {
             *r.programs.entry(uid).or_default() += programs;
@@ -804,12 +839,36 @@ impl Manager {
         Ok(g)
     }
 
-    fn lock(&self, key: String) -> Arc<Mutex<()>> {
+    /// The lock of one key (a program, a hook, a map directory); its entry goes when the
+    /// last holder lets go, so the table stays the size of what is in use.
+    fn lock(&self, key: String) -> KeyLock<'_> {
         let mut m = match self.locks.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        m.entry(key).or_default().clone()
+        let lock = m.entry(key.clone()).or_default().clone();
+        KeyLock {
+            table: &self.locks,
+            key,
+            lock,
+        }
+    }
+
+    /// Programs of `uid` that outlived their Unload and are still in the kernel (the
+    /// ones gone since are forgotten).
+    fn lingering(&self, uid: Option<u32>) -> u32 {
+        let mut m = match self.lingering.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        for ids in m.values_mut() {
+            ids.retain(|id| self.kernel.exists(crate::kernel::ids::Object::Program, *id));
+        }
+        m.retain(|_, ids| !ids.is_empty());
+        match uid {
+            Some(uid) => m.get(&uid).map(|v| v.len() as u32).unwrap_or(0),
+            None => m.values().map(|v| v.len() as u32).sum(),
+        }
     }
 
     fn require(&self, feature: &str, what: &str) -> Result<()> {
@@ -917,10 +976,10 @@ impl Manager {
             _ => None,
         };
         let kinds: Vec<ProgramKind> = req.programs.iter().map(|p| p.kind).collect();
-        let attach_fns: Vec<&str> = req
+        let attach_fns: Vec<(ProgramKind, &str)> = req
             .programs
             .iter()
-            .filter_map(|p| p.attach_fn.as_deref())
+            .filter_map(|p| p.attach_fn.as_deref().map(|f| (p.kind, f)))
             .collect();
         let names: Vec<String> = req
             .programs
@@ -1052,7 +1111,9 @@ impl Manager {
                     })?,
                     None => p,
                 };
-                // Checked again now that nothing can change under us.
+                // Checked again now that nothing can change under us (the owner's map
+                // directory is locked until this load's rows are in: an unload of the
+                // owner checks for users under the same lock).
                 if caller.uid != 0
                     && root.owner.uid != caller.uid
                     && !decision.grant.as_ref().is_some_and(|g| g.manage_others)
@@ -1064,6 +1125,13 @@ impl Manager {
                 }
                 Some(root)
             }
+        };
+        let maps_lock = owner
+            .as_ref()
+            .map(|o| self.lock(format!("maps/{}", o.map_pin_path)));
+        let _maps_guard = match &maps_lock {
+            Some(l) => Some(l.lock().map_err(|_| Error::internal("lock poisoned"))?),
+            None => None,
         };
         let shared_dir = owner.as_ref().map(|o| PathBuf::from(&o.map_pin_path));
         let plan = LoadPlan {
@@ -1251,11 +1319,36 @@ impl Manager {
             )
             .map_err(|e| e.context(format!("program {id}")))?;
         let r = self.unload_allowed(id, p.owner);
+        // Done when it returns: the links' and the program's ids are gone. Waited for
+        // with no lock or gate held, so one slow teardown holds only its own caller.
+        let r = r.map(|links| {
+            for l in links {
+                self.kernel.wait_gone(crate::kernel::ids::Object::Link, l);
+            }
+            if !self
+                .kernel
+                .wait_gone(crate::kernel::ids::Object::Program, id)
+            {
+                warn!(
+                    id,
+                    uid = p.owner.uid,
+                    "program outlived its Unload: something else holds it (a bpf_timer in \
+                     its maps, a process's fd); it counts against its owner's max_programs \
+                     until the kernel lets it go"
+                );
+                let mut m = match self.lingering.lock() {
+                    Ok(m) => m,
+                    Err(e) => e.into_inner(),
+                };
+                m.entry(p.owner.uid).or_default().push(id);
+            }
+        });
         ticket.finish(&r);
         r
     }
 
-    fn unload_allowed(&self, id: u32, decided_owner: Caller) -> Result<()> {
+    /// Unloads under the locks; returns the kernel link ids to wait for.
+    fn unload_allowed(&self, id: u32, decided_owner: Caller) -> Result<Vec<u32>> {
         let _gate = self.gate_shared()?;
         let lock = self.lock(format!("prog/{id}"));
         let _g = lock.lock().map_err(|_| Error::internal("lock poisoned"))?;
@@ -1266,6 +1359,10 @@ impl Manager {
                 "program {id} changed while the request was decided; try again"
             )));
         }
+        // The map directory is locked from the users check to the removal: a load that
+        // names this program as its map owner waits, or is refused once it is gone.
+        let maps = self.lock(format!("maps/{}", p.map_pin_path));
+        let _m = maps.lock().map_err(|_| Error::internal("lock poisoned"))?;
         let users = self.store.map_users(id)?;
         if !users.is_empty() {
             let list: Vec<String> = users.iter().map(|u| u.to_string()).collect();
@@ -1274,31 +1371,25 @@ impl Manager {
                 list.join(", ")
             )));
         }
+        let mut gone = Vec::new();
         for l in self.store.links(Some(id))? {
-            self.detach_locked(&l)?;
+            gone.extend(self.detach_locked(&l)?);
         }
         self.kernel.unpin_program(Path::new(&p.pin_path))?;
         fault::point("unload.unpinned");
+        // The maps go with the last program that uses them (peers loaded together share
+        // one directory); a crash before this leaves a directory no record names, which
+        // reconciliation removes.
+        self.store.delete_program(id)?;
+        if self
+            .store
+            .programs_with_map_dir(&p.map_pin_path)?
+            .is_empty()
         {
-            // The maps go with the last program that uses them (peers loaded together
-            // share one directory); a crash before this leaves a directory no record
-            // names, which reconciliation removes.
-            let maps = self.lock(format!("maps/{}", p.map_pin_path));
-            let _m = maps.lock().map_err(|_| Error::internal("lock poisoned"))?;
-            self.store.delete_program(id)?;
-            if self
-                .store
-                .programs_with_map_dir(&p.map_pin_path)?
-                .is_empty()
-            {
-                self.kernel.remove_maps(Path::new(&p.map_pin_path));
-            }
+            self.kernel.remove_maps(Path::new(&p.map_pin_path));
         }
-        // Done when it returns: the program's id no longer opens.
-        self.kernel
-            .wait_gone(crate::kernel::ids::Object::Program, id);
         info!(id, "unloaded");
-        Ok(())
+        Ok(gone)
     }
 
     fn managed(&self, id: u32) -> Result<Program> {
@@ -2149,7 +2240,9 @@ impl Manager {
             if let Some(d) = self.store.dispatcher(hook)? {
                 match TcFilter::decode(&d.link_pin) {
                     Some(f) => self.kernel.remove_tc(h, f)?,
-                    None => self.kernel.detach(Path::new(&d.link_pin))?,
+                    None => {
+                        self.kernel.detach(Path::new(&d.link_pin))?;
+                    }
                 }
             }
             let _ = std::fs::remove_dir_all(self.kernel.dispatcher_dir(hook));
@@ -2230,11 +2323,18 @@ impl Manager {
             }
             self.detach_locked(&now)
         })();
+        // Done when it returns: the kernel link id is gone (waited for with no lock held).
+        let r = r.map(|gone| {
+            if let Some(k) = gone {
+                self.kernel.wait_gone(crate::kernel::ids::Object::Link, k);
+            }
+        });
         ticket.finish(&r);
         r
     }
 
-    fn detach_locked(&self, l: &Link) -> Result<()> {
+    /// Detaches under the locks; returns the kernel link id to wait for, if any.
+    fn detach_locked(&self, l: &Link) -> Result<Option<u32>> {
         // The key recorded at attach: the namespace may be gone by now.
         let hook = l.hook.clone();
         let hlock = hook.as_ref().map(|k| self.lock(format!("hook/{k}")));
@@ -2246,16 +2346,16 @@ impl Manager {
             && self.dispatch_kind(&l.spec).is_some()
             && self.store.dispatcher(k)?.is_some()
         {
-            return self.detach_dispatched(l, k);
+            return self.detach_dispatched(l, k).map(|()| None);
         }
-        self.kernel.detach(Path::new(&l.pin_path))?;
+        let gone = self.kernel.detach(Path::new(&l.pin_path))?;
         fault::point("detach.unpinned");
         self.store.delete_link(l.id)?;
         if let Some(k) = &hook {
             self.renumber(k)?;
         }
         info!(link = l.id, program = l.program_id, "detached");
-        Ok(())
+        Ok(gone)
     }
 
     pub fn link(&self, id: u32) -> Result<Link> {

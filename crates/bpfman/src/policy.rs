@@ -79,6 +79,8 @@ pub struct Rule {
     pub tracepoints: Option<Vec<String>>,
     /// Kernel function globs for kprobes and fentry/fexit.
     pub kernel_functions: Option<Vec<String>>,
+    /// LSM hook globs (`file_open`, `socket_*`); omitted: any hook, once `lsm` is granted.
+    pub lsm_hooks: Option<Vec<String>>,
     /// Uprobe target paths: directories (prefix) or globs.
     pub uprobe_targets: Option<Vec<String>>,
     /// Quota per caller.
@@ -154,7 +156,9 @@ pub enum Request<'a> {
     Load {
         bytecode: &'a Bytecode,
         kinds: Vec<ProgramKind>,
-        attach_fns: Vec<&'a str>,
+        /// Each program's load-time target: the kernel function of fentry/fexit, the
+        /// hook of lsm.
+        attach_fns: Vec<(ProgramKind, &'a str)>,
         owned_programs: u32,
         new_programs: u32,
         /// `--map-owner-id` of a program another user owns.
@@ -334,6 +338,13 @@ impl Rule {
                     "program type {k} is not among its program_types ({})",
                     t.join(", ")
                 )),
+                // An LSM program decides for the whole system (it can deny root's opens):
+                // granted only by name, never by an omitted program_types.
+                None if k == ProgramKind::Lsm => Err(
+                    "program type lsm is granted only by name: the rule has no program_types \
+                     (add \"lsm\" to program_types to grant it)"
+                        .to_string(),
+                ),
                 _ => Ok(()),
             }
         };
@@ -375,13 +386,22 @@ impl Rule {
                     }
                     Bytecode::Image { url, .. } => self.image_ok(url)?,
                 }
-                if let Some(fns) = &self.kernel_functions {
-                    for f in attach_fns {
-                        if !fns.iter().any(|g| glob(g, f)) {
-                            return Err(format!(
-                                "kernel function {f} is not among its kernel_functions"
-                            ));
-                        }
+                for (kind, f) in attach_fns {
+                    let (globs, what) = match kind {
+                        ProgramKind::Lsm => (&self.lsm_hooks, "LSM hook"),
+                        _ => (&self.kernel_functions, "kernel function"),
+                    };
+                    if let Some(globs) = globs
+                        && !globs.iter().any(|g| glob(g, f))
+                    {
+                        return Err(format!(
+                            "{what} {f} is not among its {}",
+                            if *kind == ProgramKind::Lsm {
+                                "lsm_hooks"
+                            } else {
+                                "kernel_functions"
+                            }
+                        ));
                     }
                 }
                 if let Some(max) = self.max_programs
@@ -831,6 +851,57 @@ mod tests {
                 .as_deref(),
             Some("team-a")
         );
+    }
+
+    #[test]
+    fn lsm_is_granted_only_by_name_and_hooks_by_lsm_hooks() {
+        let open = r#"
+            [[policy.rule]]
+            name = "anything"
+            users = ["alice"]
+            actions = ["load"]
+            kernel_functions = ["*"]
+        "#;
+        let named = r#"
+            [[policy.rule]]
+            name = "lsm"
+            users = ["alice"]
+            actions = ["load"]
+            program_types = ["lsm", "fentry"]
+            kernel_functions = ["*"]
+            lsm_hooks = ["file_*"]
+        "#;
+        let alice = subject(1001, "alice", &[(1001, "alice")]);
+        let file = Bytecode::File("/x.o".into());
+        let load = |p: &Policy, kind: ProgramKind, target: &str| {
+            p.decide(
+                &alice,
+                &Request::Load {
+                    bytecode: &file,
+                    kinds: vec![kind],
+                    attach_fns: vec![(kind, target)],
+                    owned_programs: 0,
+                    new_programs: 1,
+                    foreign_map_owner: None,
+                    reserved_metadata: vec![],
+                },
+            )
+        };
+        // A rule that restricts no program type still does not grant lsm, and its
+        // kernel_functions = ["*"] does not reach LSM hooks.
+        let d = load(&policy(open), ProgramKind::Lsm, "file_open");
+        assert!(
+            !d.allowed && d.reason.contains("granted only by name"),
+            "{}",
+            d.reason
+        );
+        assert!(load(&policy(open), ProgramKind::Fentry, "do_sys_openat2").allowed);
+        let p = policy(named);
+        assert!(load(&p, ProgramKind::Lsm, "file_open").allowed);
+        let d = load(&p, ProgramKind::Lsm, "bprm_check_security");
+        assert!(!d.allowed && d.reason.contains("lsm_hooks"), "{}", d.reason);
+        // lsm_hooks are for LSM only: fentry targets stay under kernel_functions.
+        assert!(load(&p, ProgramKind::Fentry, "bprm_check_security").allowed);
     }
 
     #[test]

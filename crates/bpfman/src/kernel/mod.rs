@@ -428,14 +428,25 @@ impl Kernel {
     /// Waits (up to 5 s) until a program or link id no longer opens: what a client sees
     /// of a detach or unload is done when it returns. Past the limit (another process
     /// holds the object) it says so in the log and returns.
-    pub fn wait_gone(&self, obj: ids::Object, id: u32) {
+    /// True once it is gone; false when it is still there at the limit.
+    pub fn wait_gone(&self, obj: ids::Object, id: u32) -> bool {
         match ids::wait_gone(obj, id, std::time::Duration::from_secs(5)) {
-            Ok(waited) if waited > std::time::Duration::from_millis(100) => {
-                tracing::info!(%obj, id, ?waited, "gone from the kernel after a wait")
+            Ok(waited) => {
+                if waited > std::time::Duration::from_millis(100) {
+                    tracing::info!(%obj, id, ?waited, "gone from the kernel after a wait");
+                }
+                true
             }
-            Ok(_) => {}
-            Err(why) => tracing::warn!("{why}"),
+            Err(why) => {
+                tracing::warn!("{why}");
+                false
+            }
         }
+    }
+
+    /// Whether a program or link id is in the kernel now (an error to ask: yes).
+    pub fn exists(&self, obj: ids::Object, id: u32) -> bool {
+        ids::opens(obj, id).unwrap_or(true)
     }
 
     /// Removes a map directory and its pins.
@@ -614,9 +625,11 @@ impl Kernel {
     }
 
     /// Detaches a link by removing its pin (the daemon holds no other reference).
-    pub fn detach(&self, link_pin: &Path) -> Result<()> {
+    /// Returns the kernel link id to wait for ([`Kernel::wait_gone`]) once the caller has
+    /// let go of its locks: a perf-event link's close runs on a reaper.
+    pub fn detach(&self, link_pin: &Path) -> Result<Option<u32>> {
         if !link_pin.exists() {
-            return Ok(());
+            return Ok(None);
         }
         match PinnedLink::from_pin(link_pin) {
             Ok(l) => {
@@ -636,12 +649,10 @@ impl Kernel {
                 } else {
                     drop(link);
                 }
-                if let Some(id) = id {
-                    self.wait_gone(ids::Object::Link, id);
-                }
-                Ok(())
+                Ok(id)
             }
             Err(_) => fs::remove_file(link_pin)
+                .map(|()| None)
                 .map_err(|e| Error::internal(format!("removing {}: {e}", link_pin.display()))),
         }
     }
