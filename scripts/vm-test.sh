@@ -60,5 +60,5 @@ for kernel in "${kernels[@]}"; do
         cd '$repo' && export BPFMAN_REQUIRE_FEATURES=$require &&
         '$bin' --test-threads=1 ${filters[*]} &&
         '$crash' --test-threads=1 --nocapture ${filters[*]}
-    "
+    " 2>&1 | cat  # through a pipe: vng reopens its output, which truncates a log file
 done

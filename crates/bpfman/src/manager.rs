@@ -927,12 +927,9 @@ impl Manager {
                 check_name(f, "a kernel function name")?;
             }
             if p.kind.needs_attach_fn() && p.attach_fn.as_deref().unwrap_or("").is_empty() {
-                let (what, arg) = match p.kind {
-                    ProgramKind::Lsm => ("an LSM hook (e.g. file_open)", "HOOK"),
-                    _ => ("a kernel function", "FUNCTION"),
-                };
+                let (what, arg) = p.kind.attach_fn_words();
                 return Err(Error::invalid(format!(
-                    "{} program '{}' needs {what}: --programs {}:{}:{arg}",
+                    "{} program '{}' needs its {what}: --programs {}:{}:{arg}",
                     p.kind, p.name, p.kind, p.name
                 )));
             }

@@ -64,6 +64,14 @@ impl ProgramKind {
         matches!(self, Self::Fentry | Self::Fexit | Self::Lsm)
     }
 
+    /// What the load-time target is called, in words and as the CLI's placeholder.
+    pub fn attach_fn_words(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Lsm => ("LSM hook (e.g. file_open)", "HOOK"),
+            _ => ("kernel function", "FUNCTION"),
+        }
+    }
+
     /// The kernel feature (`bpfman system info`) loading a program of this kind needs
     /// beyond BPF itself.
     pub fn feature(self) -> Option<&'static str> {

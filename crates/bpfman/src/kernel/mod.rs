@@ -773,23 +773,11 @@ fn dir_name(h: &NetHook) -> &'static str {
 }
 
 fn attach_fn(spec: &ProgramSpec) -> Result<&str> {
+    let (what, arg) = spec.kind.attach_fn_words();
     spec.attach_fn.as_deref().ok_or_else(|| {
         Error::invalid(format!(
-            "{} program '{}' needs the {} to attach to: --programs {}:{}:{}",
-            spec.kind,
-            spec.name,
-            if spec.kind == ProgramKind::Lsm {
-                "LSM hook"
-            } else {
-                "kernel function"
-            },
-            spec.kind,
-            spec.name,
-            if spec.kind == ProgramKind::Lsm {
-                "HOOK"
-            } else {
-                "FUNCTION"
-            }
+            "{} program '{}' needs the {what} to attach to: --programs {}:{}:{arg}",
+            spec.kind, spec.name, spec.kind, spec.name
         ))
     })
 }
