@@ -638,6 +638,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                     "socket": i.socket,
                     "programs": i.programs,
                     "links": i.links,
+                    "tables": i.tables,
                 })),
                 Output::Table => {
                     println!("kernel:  {}", i.kernel_release);

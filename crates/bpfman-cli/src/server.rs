@@ -578,6 +578,12 @@ impl BpfmanExt for Service {
     ) -> Result<Response<ext::SystemInfoResponse>, Status> {
         let m = self.manager.clone();
         let (programs, links) = self.run(|m| m.counts()).await?;
+        let tables = self
+            .run(|m| Ok(m.table_sizes()))
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v as u64))
+            .collect();
         let f = m.features();
         let p = m.paths();
         Ok(Response::new(ext::SystemInfoResponse {
@@ -599,6 +605,7 @@ impl BpfmanExt for Service {
             daemon_pid: std::process::id(),
             programs,
             links,
+            tables,
         }))
     }
 

@@ -796,17 +796,42 @@ impl Manager {
         ))
     }
 
-    /// Sizes of the manager's per-key tables (for tests and metrics): locks,
-    /// reservations, pulls in progress.
-    pub fn table_sizes(&self) -> (usize, usize, usize) {
-        let locks = self.locks.lock().map(|m| m.len()).unwrap_or(0);
-        let res = self
-            .reservations
-            .lock()
-            .map(|r| r.programs.len() + r.links.len())
-            .unwrap_or(0);
-        let pulls = self.pulls.lock().map(|m| m.len()).unwrap_or(0);
-        (locks, res, pulls)
+    /// Entries in the manager's per-key tables (for tests and metrics): each goes back
+    /// to its idle size when nothing is in progress (`frags` holds one fact per loaded
+    /// XDP program that a dispatcher asked about, `lingering` programs that outlived
+    /// their Unload and are still in the kernel).
+    pub fn table_sizes(&self) -> BTreeMap<&'static str, usize> {
+        let len = |n: std::result::Result<usize, ()>| n.unwrap_or(0);
+        BTreeMap::from([
+            (
+                "locks",
+                len(self.locks.lock().map(|m| m.len()).map_err(|_| ())),
+            ),
+            (
+                "reservations",
+                len(self
+                    .reservations
+                    .lock()
+                    .map(|r| r.programs.len() + r.links.len())
+                    .map_err(|_| ())),
+            ),
+            (
+                "pulls_per_uid",
+                len(self.pulls.lock().map(|m| m.len()).map_err(|_| ())),
+            ),
+            (
+                "frags",
+                len(self.frags.lock().map(|m| m.len()).map_err(|_| ())),
+            ),
+            ("lingering", self.lingering(None) as usize),
+            (
+                "image_pulls_in_flight",
+                self.images
+                    .service()
+                    .map(|s| s.pulls_in_flight())
+                    .unwrap_or(0),
+            ),
+        ])
     }
 
     fn file_limits(&self) -> Limits {
@@ -1378,6 +1403,9 @@ impl Manager {
         // one directory); a crash before this leaves a directory no record names, which
         // reconciliation removes.
         self.store.delete_program(id)?;
+        if let Ok(mut f) = self.frags.lock() {
+            f.remove(&id);
+        }
         if self
             .store
             .programs_with_map_dir(&p.map_pin_path)?
@@ -2478,6 +2506,9 @@ impl Manager {
                 for l in self.store.links(Some(p.id))? {
                     let _ = self.kernel.detach(Path::new(&l.pin_path));
                     self.store.delete_link(l.id)?;
+                }
+                if let Ok(mut f) = self.frags.lock() {
+                    f.remove(&p.id);
                 }
                 match self.store.delete_program(p.id) {
                     Ok(()) => report.actions.push(format!(

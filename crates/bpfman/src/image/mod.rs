@@ -402,6 +402,11 @@ impl ImageService {
         self.layout.get_blob(&rec.bytecode_digest)
     }
 
+    /// Pulls in progress (entries of the in-flight table).
+    pub fn pulls_in_flight(&self) -> usize {
+        self.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Makes `url` available in the cache according to `policy`, pulling when needed,
     /// checking digests, labels, architecture and signatures. Concurrent pulls of one
     /// reference are done once.
@@ -421,6 +426,33 @@ impl ImageService {
                 .map_err(|_| Error::internal("image pull table poisoned"))?;
             m.entry(name.clone()).or_default().clone()
         };
+        let r = self
+            .pull_in_slot(&slot, reference, &name, started, policy, creds, progress)
+            .await;
+        // The slot goes once nobody else is pulling the same name (the table stays the
+        // size of what is in progress).
+        if let Ok(mut m) = self.inflight.lock()
+            && Arc::strong_count(&slot) == 2
+        {
+            m.remove(&name);
+        }
+        r
+    }
+
+    /// The pull of one name, with its slot held: concurrent pulls of it wait here and
+    /// find the image fresh in the cache.
+    #[allow(clippy::too_many_arguments)]
+    async fn pull_in_slot(
+        &self,
+        slot: &tokio::sync::Mutex<Option<Instant>>,
+        reference: Reference,
+        name: &str,
+        started: Instant,
+        policy: PullPolicy,
+        creds: &Credentials,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<ImageRecord> {
+        let name = name.to_string();
         let mut last_pull = slot.lock().await;
         let sig_policy = self.policy();
         if let Some(rec) = self.cached(&name)? {
