@@ -109,18 +109,15 @@ fn parse_global(g: &str) -> anyhow::Result<(String, Vec<u8>)> {
     let bad = |why: &str| {
         anyhow!("malformed --global '{g}': {why}; expected NAME=HEX, e.g. drop_proto=06")
     };
-    let (name, hex) = g.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let (name, value) = g.split_once('=').ok_or_else(|| bad("no '='"))?;
     if name.is_empty() {
         return Err(bad("the name is empty"));
     }
-    let hex = hex.trim_start_matches("0x");
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    let value = value.trim_start_matches("0x");
+    if value.is_empty() || value.len() % 2 != 0 {
         return Err(bad("the value needs an even number of hex digits"));
     }
-    let bytes = (0..hex.len() / 2)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad("the value is not hex"))?;
+    let bytes = hex::decode(value).map_err(|_| bad("the value is not hex"))?;
     Ok((name.to_string(), bytes))
 }
 

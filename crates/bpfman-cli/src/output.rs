@@ -46,10 +46,6 @@ pub fn kernel_type_name(t: u32) -> &'static str {
     NAMES.get(t as usize).copied().unwrap_or("unknown")
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A program as JSON: `id`, `name`, `type` first, then the rest.
 pub fn program_json(
     info: Option<&v1::ProgramInfo>,
@@ -91,7 +87,7 @@ pub fn program_json(
         let globals: serde_json::Map<String, Value> = i
             .global_data
             .iter()
-            .map(|(k, v)| (k.clone(), Value::String(hex(v))))
+            .map(|(k, v)| (k.clone(), Value::String(hex::encode(v))))
             .collect();
         o.insert("bytecode".into(), bytecode);
         o.insert("links".into(), json!(i.links));

@@ -82,19 +82,6 @@ impl ProgramKind {
         }
     }
 
-    /// The kernel's `bpf_prog_type` number for programs of this kind.
-    pub fn kernel_prog_type(self) -> u32 {
-        match self {
-            Self::Xdp => 6,                      // BPF_PROG_TYPE_XDP
-            Self::Tc | Self::Tcx => 3,           // BPF_PROG_TYPE_SCHED_CLS
-            Self::Tracepoint => 5,               // BPF_PROG_TYPE_TRACEPOINT
-            Self::Kprobe | Self::Kretprobe => 2, // BPF_PROG_TYPE_KPROBE
-            Self::Uprobe | Self::Uretprobe => 2, // uprobes are KPROBE programs
-            Self::Fentry | Self::Fexit => 26,    // BPF_PROG_TYPE_TRACING
-            Self::Lsm => 29,                     // BPF_PROG_TYPE_LSM
-        }
-    }
-
     /// Whether a program of this kind can be attached the way `attach` asks.
     pub fn accepts(self, attach: &AttachSpec) -> bool {
         matches!(

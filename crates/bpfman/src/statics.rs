@@ -121,10 +121,7 @@ fn hex(s: &str) -> Result<Vec<u8>> {
             "global value '{s}' needs an even number of hex digits"
         )));
     }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))
-        .collect::<std::result::Result<Vec<u8>, _>>()
-        .map_err(|_| Error::invalid(format!("global value '{s}' is not hex")))
+    ::hex::decode(s).map_err(|_| Error::invalid(format!("global value '{s}' is not hex")))
 }
 
 fn load_request(p: &StaticProgram, key: &str, digest: &str) -> Result<LoadRequest> {

@@ -94,19 +94,14 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> rusqlite::R
 
 /// Global data is stored as name -> hex so the JSON stays readable.
 fn hex_map(m: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
-    m.iter()
-        .map(|(k, v)| (k.clone(), v.iter().map(|b| format!("{b:02x}")).collect()))
-        .collect()
+    m.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect()
 }
 
 fn unhex_map(m: BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
+    // Written by hex_map above; a value that is not hex (a hand-edited store) reads as
+    // empty rather than failing every read of the program.
     m.into_iter()
-        .map(|(k, v)| {
-            let bytes = (0..v.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
-                .collect();
-            (k, bytes)
-        })
+        .map(|(k, v)| (k, hex::decode(v).unwrap_or_default()))
         .collect()
 }
 

@@ -104,11 +104,6 @@ fn xdp_fd(pin: &Path) -> Result<ProgramFd> {
 }
 
 impl Kernel {
-    /// Loads an XDP dispatcher whose `.rodata` config is `config` and pins it at `pin`.
-    pub fn load_xdp_dispatcher(&self, config: Vec<u8>, pin: &Path) -> Result<u32> {
-        self.load_dispatcher(DispatchKind::Xdp, config, pin, false)
-    }
-
     /// Loads a dispatcher of `kind` whose `.rodata` config is `config`, pinned at `pin`.
     /// `frags`: the XDP dispatcher is loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer).
     pub fn load_dispatcher(

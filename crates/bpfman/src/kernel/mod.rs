@@ -154,16 +154,8 @@ impl Kernel {
         &self.bpffs
     }
 
-    pub fn program_pin(&self, id: u32) -> PathBuf {
-        program_pin(&self.bpffs, id)
-    }
-
     pub fn link_pin(&self, link_id: u32) -> PathBuf {
         self.bpffs.join("links").join(link_id.to_string())
-    }
-
-    pub fn map_dir(&self, owner_id: u32) -> PathBuf {
-        map_dir(&self.bpffs, owner_id)
     }
 
     /// Loads the named programs of one object (they share its maps and globals) and pins
@@ -192,10 +184,6 @@ impl Kernel {
                 r
             })
             .ok_or_else(|| Error::internal("the loader failed (see the daemon log)"))?
-    }
-
-    pub fn fast_loader(&self) -> bool {
-        self.workers.fast_loader
     }
 }
 

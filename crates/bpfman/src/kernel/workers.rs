@@ -23,8 +23,6 @@ type Job = Box<dyn FnOnce() + Send>;
 
 pub struct Workers {
     loaders: Mutex<Sender<Job>>,
-    /// Whether the loaders could hide /sys/kernel/btf (else loads still work, slower).
-    pub fast_loader: bool,
 }
 
 fn hide_kernel_btf() -> Result<(), String> {
@@ -94,7 +92,6 @@ impl Workers {
         }
         Arc::new(Self {
             loaders: Mutex::new(tx),
-            fast_loader,
         })
     }
 
