@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use bpfman::image::registry::Credentials;
 use bpfman::image::{ImageRecord, PullPolicy};
-use bpfman::manager::{ListFilter, Manager, ProgramView};
+use bpfman::manager::{LinkView, ListFilter, Manager, ProgramView};
 use bpfman::model::{
-    AttachSpec, Bytecode, Caller, Direction, Link, LoadRequest, NetHook, Program, ProgramKind,
+    AttachSpec, Bytecode, Caller, Direction, LoadRequest, NetHook, Program, ProgramKind,
     ProgramSpec,
 };
-use bpfman::policy::Action;
 use bpfman::{Error, ErrorKind};
 use bpfman_api::ext::{self, bpfman_ext_server::BpfmanExt};
 use bpfman_api::v1::{self, bpfman_server::Bpfman};
@@ -249,7 +248,13 @@ fn attach_spec(info: v1::AttachInfo) -> Result<(AttachSpec, BTreeMap<String, Str
     })
 }
 
-fn link_info(l: &Link, program_name: String, dispatcher_revision: u32) -> ext::LinkInfo {
+fn link_info(v: LinkView) -> ext::LinkInfo {
+    let LinkView {
+        link,
+        program_name,
+        dispatcher_revision,
+    } = v;
+    let l = &link;
     let h = l.spec.net_hook();
     let mut details = BTreeMap::new();
     match &l.spec {
@@ -375,10 +380,7 @@ impl Bpfman for Service {
         let views = self
             .run(move |m| {
                 let loaded = m.load(who, req)?;
-                loaded
-                    .into_iter()
-                    .map(|p| m.get(p.id))
-                    .collect::<bpfman::Result<Vec<_>>>()
+                m.views(loaded)
             })
             .await?;
         Ok(Response::new(v1::LoadResponse {
@@ -440,12 +442,7 @@ impl Bpfman for Service {
             all: !r.bpfman_programs_only.unwrap_or(true),
             metadata: r.match_metadata.into_iter().collect(),
         };
-        let views = self
-            .run(move |m| {
-                m.authorize_read(who, Action::List)?;
-                m.list(&filter)
-            })
-            .await?;
+        let views = self.run(move |m| m.list(who, &filter)).await?;
         Ok(Response::new(v1::ListResponse {
             results: views
                 .iter()
@@ -482,12 +479,7 @@ impl Bpfman for Service {
     ) -> Result<Response<v1::GetResponse>, Status> {
         let who = caller(&request)?;
         let id = request.into_inner().id;
-        let v = self
-            .run(move |m| {
-                m.authorize_read(who, Action::Get)?;
-                m.get(id)
-            })
-            .await?;
+        let v = self.run(move |m| m.get(who, id)).await?;
         Ok(Response::new(v1::GetResponse {
             info: view_info(&v),
             kernel_info: Some(kernel_info(&v.kernel)),
@@ -505,18 +497,10 @@ impl BpfmanExt for Service {
         let program_id = request.into_inner().program_id;
         let links = self
             .run(move |m| {
-                m.authorize_read(who, Action::List)?;
-                let links = m.links(program_id)?;
-                links
-                    .iter()
-                    .map(|l| {
-                        let name = m
-                            .program_record(l.program_id)?
-                            .map(|p| p.name)
-                            .unwrap_or_default();
-                        Ok(link_info(l, name, m.dispatcher_revision(l)))
-                    })
-                    .collect::<bpfman::Result<Vec<_>>>()
+                Ok(m.list_links(who, program_id)?
+                    .into_iter()
+                    .map(link_info)
+                    .collect::<Vec<_>>())
             })
             .await?;
         Ok(Response::new(ext::ListLinksResponse { links }))
@@ -529,15 +513,7 @@ impl BpfmanExt for Service {
         let who = caller(&request)?;
         let id = request.into_inner().link_id;
         let info = self
-            .run(move |m| {
-                m.authorize_read(who, Action::Get)?;
-                let l = m.link(id)?;
-                let name = m
-                    .program_record(l.program_id)?
-                    .map(|p| p.name)
-                    .unwrap_or_default();
-                Ok(link_info(&l, name, m.dispatcher_revision(&l)))
-            })
+            .run(move |m| Ok(link_info(m.get_link(who, id)?)))
             .await?;
         Ok(Response::new(info))
     }
@@ -549,8 +525,7 @@ impl BpfmanExt for Service {
         let who = caller(&request)?;
         let programs = self
             .run(move |m| {
-                m.authorize_read(who, Action::List)?;
-                Ok(m.list(&ListFilter::default())?
+                Ok(m.list(who, &ListFilter::default())?
                     .into_iter()
                     .filter_map(|v| v.program)
                     .map(|p| ext::ProgramRecord {

@@ -91,6 +91,16 @@ pub struct ProgramView {
     pub map_used_by: Vec<u32>,
 }
 
+/// A link with what a listing shows beside it.
+#[derive(Debug, Clone)]
+pub struct LinkView {
+    pub link: Link,
+    /// The name of the program it runs ("" when its record is gone).
+    pub program_name: String,
+    /// The hook's dispatcher revision (0: not through a dispatcher).
+    pub dispatcher_revision: u32,
+}
+
 /// Filters for `list`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -744,7 +754,7 @@ impl Manager {
     }
 
     /// Read access (list, get) for a caller.
-    pub fn authorize_read(&self, caller: Caller, action: Action) -> Result<()> {
+    fn authorize_read(&self, caller: Caller, action: Action) -> Result<()> {
         self.precheck(caller, action, action.as_str()).map(|_| ())
     }
 
@@ -2288,7 +2298,7 @@ impl Manager {
     }
 
     /// The dispatcher revision a link runs in (0: attached directly).
-    pub fn dispatcher_revision(&self, l: &Link) -> u32 {
+    fn dispatcher_revision(&self, l: &Link) -> u32 {
         if self.dispatch_kind(&l.spec).is_none() {
             return 0;
         }
@@ -2383,7 +2393,7 @@ impl Manager {
         Ok(gone)
     }
 
-    pub fn link(&self, id: u32) -> Result<Link> {
+    fn link(&self, id: u32) -> Result<Link> {
         self.store.link(id)?.ok_or_else(|| {
             Error::not_found(format!(
                 "link {id} does not exist (see `bpfman list links`)"
@@ -2391,12 +2401,32 @@ impl Manager {
         })
     }
 
-    pub fn links(&self, program_id: Option<u32>) -> Result<Vec<Link>> {
-        self.store.links(program_id)
+    fn link_view(&self, link: Link) -> Result<LinkView> {
+        Ok(LinkView {
+            program_name: self
+                .store
+                .program(link.program_id)?
+                .map(|p| p.name)
+                .unwrap_or_default(),
+            dispatcher_revision: self.dispatcher_revision(&link),
+            link,
+        })
     }
 
-    pub fn program_record(&self, id: u32) -> Result<Option<Program>> {
-        self.store.program(id)
+    /// One link, for a caller the policy lets `get`.
+    pub fn get_link(&self, caller: Caller, id: u32) -> Result<LinkView> {
+        self.authorize_read(caller, Action::Get)?;
+        self.link_view(self.link(id)?)
+    }
+
+    /// Links (of one program, or all), for a caller the policy lets `list`.
+    pub fn list_links(&self, caller: Caller, program_id: Option<u32>) -> Result<Vec<LinkView>> {
+        self.authorize_read(caller, Action::List)?;
+        self.store
+            .links(program_id)?
+            .into_iter()
+            .map(|l| self.link_view(l))
+            .collect()
     }
 
     fn view(&self, p: Program) -> Result<ProgramView> {
@@ -2422,11 +2452,19 @@ impl Manager {
     /// A program this daemon manages. Any other id, in the kernel or not, is NOT_FOUND
     /// (as upstream: Get says nothing about programs that are not bpfman's; `list
     /// --all` shows the kernel's others, under the policy's `list`).
-    pub fn get(&self, id: u32) -> Result<ProgramView> {
+    pub fn get(&self, caller: Caller, id: u32) -> Result<ProgramView> {
+        self.authorize_read(caller, Action::Get)?;
         self.view(self.managed(id)?)
     }
 
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<ProgramView>> {
+    /// The views of programs a caller has just loaded (the Load reply).
+    pub fn views(&self, programs: Vec<Program>) -> Result<Vec<ProgramView>> {
+        programs.into_iter().map(|p| self.view(p)).collect()
+    }
+
+    /// Programs, for a caller the policy lets `list`.
+    pub fn list(&self, caller: Caller, filter: &ListFilter) -> Result<Vec<ProgramView>> {
+        self.authorize_read(caller, Action::List)?;
         let managed = self.store.programs()?;
         let mut out = Vec::new();
         for p in managed.iter().cloned() {

@@ -288,7 +288,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
             }
         }
     }
-    let current = match m.list(&ListFilter::default()) {
+    let current = match m.list(root, &ListFilter::default()) {
         Ok(v) => v,
         Err(e) => {
             report.push(format!("listing programs: {e}"));
