@@ -475,7 +475,8 @@ impl Netns {
         ns
     }
 
-    /// One ICMP echo from inside the namespace to the host end; true if answered.
+    /// Whether the host end answers an echo: two tries 0.2 s apart (one lost packet on
+    /// a loaded machine is not a drop), each waited for up to 1 s.
     pub fn ping(&self) -> bool {
         Command::new("ip")
             .args([
@@ -484,7 +485,9 @@ impl Netns {
                 &self.name,
                 "ping",
                 "-c",
-                "1",
+                "2",
+                "-i",
+                "0.2",
                 "-W",
                 "1",
                 &self.host_ip,

@@ -234,9 +234,10 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                     while hup.recv().await.is_some() {
                         let m = hup_service.manager.clone();
                         let path = hup_service.config_path.clone();
-                        let r =
-                            tokio::task::spawn_blocking(move || crate::server::reload(&m, &path))
-                                .await;
+                        let r = tokio::task::spawn_blocking(move || {
+                            crate::server::reload(&m, bpfman::model::Caller::daemon(), &path)
+                        })
+                        .await;
                         match r {
                             Ok(Ok(n)) => info!("SIGHUP: policy reloaded ({n} rules)"),
                             Ok(Err(e)) => {
@@ -288,7 +289,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                     let m = m.clone();
                     let dir = programs_dir.clone();
                     match tokio::task::spawn_blocking(move || {
-                        let r = m.reconcile();
+                        let r = m.reconcile(bpfman::model::Caller::daemon());
                         for line in bpfman::statics::apply(&m, &dir) {
                             if line.contains("loaded as") || line.contains("attached to") {
                                 info!("programs.d: {line}");

@@ -26,14 +26,14 @@ pub struct Service {
     pub config_path: std::path::PathBuf,
 }
 
-/// Re-reads the config file and applies its policy; the old policy stays on error.
-pub fn reload(m: &Manager, path: &std::path::Path) -> bpfman::Result<u32> {
+/// Re-reads the config file and applies its policy as `who`; the old policy stays on
+/// error.
+pub fn reload(m: &Manager, who: Caller, path: &std::path::Path) -> bpfman::Result<u32> {
     let c = bpfman::config::Config::load(path, false)?;
     let rules = c.policy.rules.len() as u32;
     // Check the keys before changing anything, so a bad file changes nothing.
     bpfman::image::SignaturePolicy::from_config(&c.images.signatures)?;
-    m.reload_policy(c.policy)?;
-    m.reload_images(&c.images)?;
+    m.reload(who, &c)?;
     Ok(rules)
 }
 
@@ -589,14 +589,9 @@ impl BpfmanExt for Service {
         request: Request<ext::ReloadRequest>,
     ) -> Result<Response<ext::ReloadResponse>, Status> {
         let who = caller(&request)?;
-        if who.uid != 0 {
-            return Err(Status::permission_denied(
-                "'reload' denied: only root may reload the daemon's policy",
-            ));
-        }
         let path = self.config_path.clone();
         let p2 = path.clone();
-        let rules = self.run(move |m| reload(m, &p2)).await?;
+        let rules = self.run(move |m| reload(m, who, &p2)).await?;
         Ok(Response::new(ext::ReloadResponse {
             config: path.display().to_string(),
             rules,
@@ -608,12 +603,7 @@ impl BpfmanExt for Service {
         request: Request<ext::ReconcileRequest>,
     ) -> Result<Response<ext::ReconcileResponse>, Status> {
         let who = caller(&request)?;
-        if who.uid != 0 {
-            return Err(Status::permission_denied(
-                "'reconcile' denied: only root may reconcile",
-            ));
-        }
-        let report = self.run(|m| m.reconcile()).await?;
+        let report = self.run(move |m| m.reconcile(who)).await?;
         Ok(Response::new(ext::ReconcileResponse {
             actions: report.actions,
         }))

@@ -634,7 +634,20 @@ impl Manager {
     }
 
     /// Replaces the policy (and audit log) in force; programs and links stay as they are.
-    pub fn reload_policy(&self, p: PolicyConfig) -> Result<()> {
+    /// Applies a re-read config (its policy and image settings), for a caller the policy
+    /// lets `reload` (root always). Audited with its outcome.
+    pub fn reload(&self, caller: Caller, c: &crate::config::Config) -> Result<()> {
+        let what = "reload the daemon's config";
+        let who = self.precheck(caller, Action::Reload, what)?;
+        let (_, ticket) = self.decide(caller, &who, &Request::Admin(Action::Reload), what)?;
+        let r = self
+            .reload_policy(c.policy.clone())
+            .and_then(|()| self.reload_images(&c.images));
+        ticket.finish(&r);
+        r
+    }
+
+    fn reload_policy(&self, p: PolicyConfig) -> Result<()> {
         let audit = open_audit(&p)?;
         if let Ok(mut a) = self.audit.file.lock() {
             *a = audit;
@@ -704,6 +717,13 @@ impl Manager {
                 e.insert("outcome".into(), "denied".into());
                 self.audit.write(&serde_json::Value::Object(e));
             }
+            let reason = match action {
+                Action::Reload | Action::Reconcile => format!(
+                    "{reason}; only root, or a rule granting '{}', may do this",
+                    action.as_str()
+                ),
+                _ => reason,
+            };
             return Err(Error::denied(reason));
         }
         Ok(who)
@@ -2506,8 +2526,15 @@ impl Manager {
 
     /// Brings store and bpffs into agreement: records whose pins are gone are dropped,
     /// pins no record knows are removed. Returns what it did.
-    pub fn reconcile(&self) -> Result<ReconcileReport> {
-        self.reconcile_with(false)
+    /// Compares store, bpffs and kernel now and repairs, for a caller the policy lets
+    /// `reconcile` (root always; the daemon's background runs ask as itself). Audited.
+    pub fn reconcile(&self, caller: Caller) -> Result<ReconcileReport> {
+        let what = "reconcile";
+        let who = self.precheck(caller, Action::Reconcile, what)?;
+        let (_, ticket) = self.decide(caller, &who, &Request::Admin(Action::Reconcile), what)?;
+        let r = self.reconcile_with(false);
+        ticket.finish(&r);
+        r
     }
 
     /// `at_start`: the daemon has just started, so an operation of the previous process

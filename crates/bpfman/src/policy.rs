@@ -34,6 +34,10 @@ pub enum Action {
     List,
     Get,
     Pull,
+    /// Re-read the daemon's config (policy and image settings): `bpfman system reload`.
+    Reload,
+    /// Compare store, bpffs and kernel now and repair: `bpfman system reconcile`.
+    Reconcile,
 }
 
 impl Action {
@@ -46,6 +50,8 @@ impl Action {
             Self::List => "list",
             Self::Get => "get",
             Self::Pull => "pull",
+            Self::Reload => "reload",
+            Self::Reconcile => "reconcile",
         }
     }
 }
@@ -187,6 +193,8 @@ pub enum Request<'a> {
         image: &'a str,
     },
     Read(Action),
+    /// An administrative action (reload, reconcile): granted by naming it, nothing more.
+    Admin(Action),
 }
 
 impl Request<'_> {
@@ -197,7 +205,7 @@ impl Request<'_> {
             Self::Detach { .. } => Action::Detach,
             Self::Unload { .. } => Action::Unload,
             Self::Pull { .. } => Action::Pull,
-            Self::Read(a) => *a,
+            Self::Read(a) | Self::Admin(a) => *a,
         }
     }
 }
@@ -511,7 +519,7 @@ impl Rule {
                 }
             }
             Request::Pull { image } => self.image_ok(image),
-            Request::Read(_) => Ok(()),
+            Request::Read(_) | Request::Admin(_) => Ok(()),
         }
     }
 
@@ -902,6 +910,31 @@ mod tests {
         assert!(!d.allowed && d.reason.contains("lsm_hooks"), "{}", d.reason);
         // lsm_hooks are for LSM only: fentry targets stay under kernel_functions.
         assert!(load(&p, ProgramKind::Fentry, "bprm_check_security").allowed);
+    }
+
+    #[test]
+    fn reload_and_reconcile_are_actions_a_rule_grants() {
+        let p = policy(
+            r#"
+            [[policy.rule]]
+            name = "operator"
+            users = ["op"]
+            actions = ["reconcile", "list"]
+            "#,
+        );
+        let op = subject(1002, "op", &[(1002, "op")]);
+        assert!(p.decide(&op, &Request::Admin(Action::Reconcile)).allowed);
+        let d = p.decide(&op, &Request::Admin(Action::Reload));
+        assert!(!d.allowed && d.reason.contains("reload"), "{}", d.reason);
+        let alice = subject(1001, "alice", &[(1001, "alice")]);
+        assert!(!p.decide(&alice, &Request::Admin(Action::Reconcile)).allowed);
+        assert!(
+            p.decide(
+                &subject(0, "root", &[(0, "root")]),
+                &Request::Admin(Action::Reload)
+            )
+            .allowed
+        );
     }
 
     #[test]
