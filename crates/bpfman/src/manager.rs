@@ -831,28 +831,17 @@ impl Manager {
     /// XDP program that a dispatcher asked about, `lingering` programs that outlived
     /// their Unload and are still in the kernel).
     pub fn table_sizes(&self) -> BTreeMap<&'static str, usize> {
-        let len = |n: std::result::Result<usize, ()>| n.unwrap_or(0);
+        fn size<T>(m: &Mutex<T>, f: impl Fn(&T) -> usize) -> usize {
+            f(&m.lock().unwrap_or_else(|p| p.into_inner()))
+        }
         BTreeMap::from([
-            (
-                "locks",
-                len(self.locks.lock().map(|m| m.len()).map_err(|_| ())),
-            ),
+            ("locks", size(&self.locks, |m| m.len())),
             (
                 "reservations",
-                len(self
-                    .reservations
-                    .lock()
-                    .map(|r| r.programs.len() + r.links.len())
-                    .map_err(|_| ())),
+                size(&self.reservations, |r| r.programs.len() + r.links.len()),
             ),
-            (
-                "pulls_per_uid",
-                len(self.pulls.lock().map(|m| m.len()).map_err(|_| ())),
-            ),
-            (
-                "frags",
-                len(self.frags.lock().map(|m| m.len()).map_err(|_| ())),
-            ),
+            ("pulls_per_uid", size(&self.pulls, |m| m.len())),
+            ("frags", size(&self.frags, |m| m.len())),
             ("lingering", self.lingering(None) as usize),
             (
                 "image_pulls_in_flight",
