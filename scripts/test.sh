@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it (needs root):
 #   1. formatting and lints;
 #   2. unit tests and the host integration suite (real daemon, CLI, kernel, veth/netns);
-#   3. the kernel-feature tests (kprobe, fentry/fexit) in a VM with a stock kernel.
+#   3. the kernel-feature tests (kprobe, fentry/fexit, LSM, dispatchers) in VMs with stock kernels.
 # Set BPFMAN_SKIP_VM=1 to skip step 3 (it says so when skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,6 @@ grep -q "test result: ok" /tmp/bpfman-host-tests.log
 if [ "${BPFMAN_SKIP_VM:-0}" = 1 ]; then
     echo "== SKIPPED: VM suite (BPFMAN_SKIP_VM=1); kprobe and fentry/fexit were not exercised"
 else
-    echo "== VM suite (stock kernels 6.1 and 6.12: kprobe, kretprobe, fentry, fexit, XDP and TC dispatchers, dispatcher crash test)"
+    echo "== VM suite (stock kernels 6.1 and 6.12: kprobe, kretprobe, fentry, fexit, LSM, XDP and TC dispatchers, dispatcher crash test)"
     scripts/vm-test.sh
 fi
