@@ -15,16 +15,8 @@ const EVE: &str = "bpfmt-atk";
 const GROUP: &str = "bpfmt-atk-tenants";
 
 fn users() {
-    let run = |a: &[&str]| {
-        let _ = Command::new(a[0]).args(&a[1..]).output();
-    };
-    run(&["groupadd", "-f", GROUP]);
-    run(&["useradd", "-M", "-N", "-g", GROUP, "-s", "/bin/sh", EVE]);
-    let ok = Command::new("id")
-        .arg(EVE)
-        .output()
-        .map(|o| o.status.success());
-    assert!(ok.unwrap_or(false), "could not create {EVE}");
+    common::ensure_group(GROUP);
+    common::ensure_user(EVE, Some(GROUP), &[]);
 }
 
 /// A world-readable directory holding a TC classifier object whose `arm` program arms a

@@ -15,50 +15,16 @@ const ALICE: &str = "bpfmt-alice"; // team a
 const BOB: &str = "bpfmt-bob"; // team b
 const CAROL: &str = "bpfmt-carol"; // not in the socket's group
 
-fn run(args: &[&str]) {
-    let _ = Command::new(args[0]).args(&args[1..]).output();
-}
-
 /// Creates the test users and groups once (idempotent across runs).
 fn users() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for g in [TENANTS, "bpfmt-team-a", "bpfmt-team-b"] {
-            run(&["groupadd", "-f", g]);
+            common::ensure_group(g);
         }
-        run(&[
-            "useradd",
-            "-M",
-            "-N",
-            "-g",
-            TENANTS,
-            "-G",
-            "bpfmt-team-a",
-            "-s",
-            "/bin/sh",
-            ALICE,
-        ]);
-        run(&[
-            "useradd",
-            "-M",
-            "-N",
-            "-g",
-            TENANTS,
-            "-G",
-            "bpfmt-team-b",
-            "-s",
-            "/bin/sh",
-            BOB,
-        ]);
-        run(&["useradd", "-M", "-N", "-s", "/bin/sh", CAROL]);
-        for u in [ALICE, BOB, CAROL] {
-            let ok = Command::new("id")
-                .arg(u)
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(ok, "could not create test user {u} (useradd)");
-        }
+        common::ensure_user(ALICE, Some(TENANTS), &["bpfmt-team-a"]);
+        common::ensure_user(BOB, Some(TENANTS), &["bpfmt-team-b"]);
+        common::ensure_user(CAROL, None, &[]);
     });
 }
 

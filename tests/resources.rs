@@ -42,22 +42,12 @@ const B: &str = "bpfres-b";
 /// In the socket group, named by no rule.
 const NR: &str = "bpfres-nr";
 
-fn run(args: &[&str]) {
-    let _ = Command::new(args[0]).args(&args[1..]).output();
-}
-
 fn users() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        run(&["groupadd", "-f", SOCK]);
+        common::ensure_group(SOCK);
         for u in [A, B, NR] {
-            run(&["useradd", "-M", "-N", "-g", SOCK, "-s", "/bin/sh", u]);
-            let ok = Command::new("id")
-                .arg(u)
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(ok, "could not create test user {u} (useradd)");
+            common::ensure_user(u, Some(SOCK), &[]);
         }
         raise_nofile();
     });

@@ -25,23 +25,13 @@ const BOB: &str = "bpfsec-bob";
 /// A tenant whose rule has manage_others and other_processes, and no file_dirs.
 const CAROL: &str = "bpfsec-carol";
 
-fn run_quiet(args: &[&str]) {
-    let _ = Command::new(args[0]).args(&args[1..]).output();
-}
-
 /// Creates the test users and their group once (idempotent across runs).
 fn users() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        run_quiet(&["groupadd", "-f", TENANTS]);
+        common::ensure_group(TENANTS);
         for u in [ALICE, BOB, CAROL] {
-            run_quiet(&["useradd", "-M", "-N", "-g", TENANTS, "-s", "/bin/sh", u]);
-            let ok = Command::new("id")
-                .arg(u)
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(ok, "could not create test user {u} (useradd)");
+            common::ensure_user(u, Some(TENANTS), &[]);
         }
     });
 }

@@ -606,6 +606,31 @@ pub fn read_counter(pin: &Path) -> u64 {
     value
 }
 
+/// Makes the group `g` if it is not there.
+pub fn ensure_group(g: &str) {
+    let _ = Command::new("groupadd").args(["-f", g]).output();
+}
+
+/// Makes the user `u` if it is not there (no home, /bin/sh), with `primary` as its group
+/// (else its own) and `extra` groups, and checks it exists.
+pub fn ensure_user(u: &str, primary: Option<&str>, extra: &[&str]) {
+    let mut c = Command::new("useradd");
+    c.args(["-M", "-N", "-s", "/bin/sh"]);
+    if let Some(g) = primary {
+        c.args(["-g", g]);
+    }
+    if !extra.is_empty() {
+        c.args(["-G", &extra.join(",")]);
+    }
+    let _ = c.arg(u).output();
+    let ok = Command::new("id")
+        .arg(u)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "could not create test user {u} (useradd)");
+}
+
 /// The features the daemon probed. Where `BPFMAN_REQUIRE_FEATURES` names the feature
 /// (the VM run sets it), a missing feature fails the test instead of skipping it.
 pub fn has_feature(d: &Daemon, name: &str) -> bool {
