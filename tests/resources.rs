@@ -116,6 +116,29 @@ fn as_user<T: Send + 'static>(w: Who, f: impl FnOnce() -> T + Send + 'static) ->
 }
 
 /// Runs the real CLI as `user`.
+/// `user` loads tc_count and attaches it by TCX on `iface` ingress at `priority`.
+fn tcx_count_as(d: &Daemon, user: &str, iface: &str, priority: u32) {
+    let id = ok_as(
+        d,
+        user,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj("tc_test.bpf.o"),
+            "--programs",
+            "tcx:tc_count",
+        ],
+    )[0]["id"]
+        .to_string();
+    let p = priority.to_string();
+    ok_as(
+        d,
+        user,
+        &["attach", &id, "tcx", "-i", iface, "-d", "ingress", "-p", &p],
+    );
+}
+
 fn cli_as(d: &Daemon, user: &str, args: &[&str]) -> Output {
     d.cli_as(user, args)
 }
@@ -534,66 +557,8 @@ priority = 50
         ),
     )
     .unwrap();
-    let a = ok_as(
-        d,
-        A,
-        &[
-            "load",
-            "file",
-            "--path",
-            &obj("tc_test.bpf.o"),
-            "--programs",
-            "tcx:tc_count",
-        ],
-    )[0]["id"]
-        .as_u64()
-        .unwrap()
-        .to_string();
-    ok_as(
-        d,
-        A,
-        &[
-            "attach",
-            &a,
-            "tcx",
-            "-i",
-            &e.ns.host_if,
-            "-d",
-            "ingress",
-            "-p",
-            "200",
-        ],
-    );
-    let b = ok_as(
-        d,
-        B,
-        &[
-            "load",
-            "file",
-            "--path",
-            &obj("tc_test.bpf.o"),
-            "--programs",
-            "tcx:tc_count",
-        ],
-    )[0]["id"]
-        .as_u64()
-        .unwrap()
-        .to_string();
-    ok_as(
-        d,
-        B,
-        &[
-            "attach",
-            &b,
-            "tcx",
-            "-i",
-            &e.ns.host_if,
-            "-d",
-            "ingress",
-            "-p",
-            "600",
-        ],
-    );
+    tcx_count_as(d, A, &e.ns.host_if, 200);
+    tcx_count_as(d, B, &e.ns.host_if, 600);
     let t = d.load_one(&[
         "--path",
         &obj("tracing_test.bpf.o"),

@@ -286,6 +286,24 @@ fn open_errno(e: nix::errno::Errno, path: &Path, confine: &Confine, uid: u32) ->
     }
 }
 
+/// `path` relative to `dir`, which it must be strictly inside.
+fn inside<'a>(path: &'a Path, dir: &Path) -> Result<&'a Path> {
+    let rel = path.strip_prefix(dir).map_err(|_| {
+        Error::denied(format!(
+            "{} is not inside {}",
+            path.display(),
+            dir.display()
+        ))
+    })?;
+    if rel.as_os_str().is_empty() {
+        return Err(Error::invalid(format!(
+            "{} names a directory, not a file",
+            path.display()
+        )));
+    }
+    Ok(rel)
+}
+
 /// Opens `path` on this thread (credentials already the caller's).
 fn open_here(path: &Path, confine: &Confine, uid: u32, max_bytes: u64) -> Result<Opened> {
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
@@ -301,16 +319,7 @@ fn open_here(path: &Path, confine: &Confine, uid: u32, max_bytes: u64) -> Result
         }
         Confine::Beneath(dir) | Confine::InRoot(dir) => {
             let (rel, how) = match confine {
-                Confine::Beneath(_) => (
-                    path.strip_prefix(dir).map_err(|_| {
-                        Error::denied(format!(
-                            "{} is not inside {}",
-                            path.display(),
-                            dir.display()
-                        ))
-                    })?,
-                    resolve(ResolveFlag::RESOLVE_BENEATH),
-                ),
+                Confine::Beneath(_) => (inside(path, dir)?, resolve(ResolveFlag::RESOLVE_BENEATH)),
                 _ => (
                     path.strip_prefix("/").unwrap_or(path),
                     resolve(ResolveFlag::RESOLVE_IN_ROOT),
@@ -334,19 +343,7 @@ fn open_here(path: &Path, confine: &Confine, uid: u32, max_bytes: u64) -> Result
                 .map_err(|e| open_errno(e, path, confine, uid))?
         }
         Confine::BeneathInRoot { root, dir } => {
-            let rel = path.strip_prefix(dir).map_err(|_| {
-                Error::denied(format!(
-                    "{} is not inside {}",
-                    path.display(),
-                    dir.display()
-                ))
-            })?;
-            if rel.as_os_str().is_empty() {
-                return Err(Error::invalid(format!(
-                    "{} names a directory, not a file",
-                    path.display()
-                )));
-            }
+            let rel = inside(path, dir)?;
             let rootfd = nix::fcntl::open(
                 root.as_path(),
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
