@@ -151,7 +151,7 @@ fn thirty_two_clients_attach_and_detach_concurrently() {
             .collect();
         want.sort();
         let want: Vec<u32> = want.iter().map(|(_, _, p)| *p as u32).collect();
-        let (_, have) = bpfman::kernel::tcx_programs(iface, false).expect("query tcx");
+        let (_, have) = bpfman::inspect::tcx_programs(iface, false).expect("query tcx");
         assert_eq!(have, want, "TCX order on {iface} is not the priority order");
     }
     eprintln!(

@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use bpfman::kernel::ids::{Object, opens};
+use bpfman::inspect::{Object, opens};
 use bpfman_api::ext::{self, bpfman_ext_client::BpfmanExtClient};
 use bpfman_api::v1::{self, bpfman_client::BpfmanClient};
 use common::{Daemon, Netns, has_feature, obj, read_counter};

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpfman::kernel::ids::{Object, opens};
+use bpfman::inspect::{Object, opens};
 use common::{Daemon, Netns, obj};
 
 const EVE: &str = "bpfmt-atk";

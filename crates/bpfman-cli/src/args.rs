@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// The daemon's unix socket.
-    #[arg(long, global = true, env = "BPFMAN_SOCKET", default_value = bpfman_api::DEFAULT_SOCKET)]
+    #[arg(long, global = true, env = "BPFMAN_SOCKET", default_value = bpfman_client::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]

@@ -11,7 +11,9 @@ use bpfman::image::format::Labels;
 use bpfman::image::layout::Layout;
 use bpfman::image::registry::{Credentials, RegistryOptions, parse_reference};
 use bpfman::image::{LoadedKey, SigCheck, push, sign, sign_remote, verify_remote};
-use bpfman_api::ext;
+use bpfman_client::Client;
+use bpfman_client::ext_proto as ext;
+use bpfman_types::{ProgramKind, PullPolicy};
 use serde_json::{Value, json};
 
 use crate::args::{ImageCommand, Output, RegistryArgs};
@@ -138,7 +140,7 @@ fn images_table(images: &[ext::ImageInfo]) -> String {
 
 /// Pulls through the daemon, drawing a progress bar on a terminal. Returns the image.
 pub async fn pull_with_progress(
-    ext: &mut ext::bpfman_ext_client::BpfmanExtClient<tonic::transport::Channel>,
+    c: &mut Client,
     req: ext::PullImageRequest,
 ) -> anyhow::Result<ext::ImageInfo> {
     let bar = indicatif::ProgressBar::new(0);
@@ -148,41 +150,27 @@ pub async fn pull_with_progress(
             .progress_chars("=> "),
     );
     bar.set_message(req.url.clone());
-    let mut stream = ext
-        .pull_image(req)
-        .await
-        .map_err(|s| anyhow!("{}", s.message()))?
-        .into_inner();
-    loop {
-        match stream.message().await {
-            Ok(Some(ev)) => match ev.event {
-                Some(ext::pull_image_event::Event::Progress(p)) => {
-                    bar.set_message(p.phase.clone());
-                    bar.set_length(p.total);
-                    bar.set_position(p.done);
-                }
-                Some(ext::pull_image_event::Event::Image(i)) => {
-                    bar.finish_and_clear();
-                    return Ok(i);
-                }
-                None => {}
-            },
-            Ok(None) => {
-                bar.abandon();
-                bail!("the daemon ended the pull without a result");
-            }
-            Err(s) => {
-                bar.abandon();
-                bail!("{}", s.message());
-            }
+    let r = c
+        .pull_image(req, |p| {
+            bar.set_message(p.phase.clone());
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        })
+        .await;
+    match r {
+        Ok(i) => {
+            bar.finish_and_clear();
+            Ok(i)
+        }
+        Err(e) => {
+            bar.abandon();
+            Err(e.into())
         }
     }
 }
 
 fn pull_policy_number(p: &str) -> anyhow::Result<i32> {
-    bpfman::image::PullPolicy::parse(p)
-        .map(|p| p.as_i32())
-        .map_err(lib)
+    Ok(PullPolicy::parse(p)?.as_i32())
 }
 
 pub fn parse_labels(programs: &[String], maps: &[String]) -> anyhow::Result<Option<Labels>> {
@@ -194,7 +182,7 @@ pub fn parse_labels(programs: &[String], maps: &[String]) -> anyhow::Result<Opti
         let (t, f) = p
             .split_once(':')
             .ok_or_else(|| anyhow!("malformed --programs '{p}': expected TYPE:FUNCTION"))?;
-        if !bpfman::image::format::program_type_known(t) || f.is_empty() {
+        if t.parse::<ProgramKind>().is_err() || f.is_empty() {
             bail!("malformed --programs '{p}': expected TYPE:FUNCTION with a known type");
         }
         l.programs.insert(f.to_string(), t.to_string());
@@ -225,12 +213,12 @@ pub async fn run(
             let policy = pull_policy_number(&pull_policy)?;
             let (username, password) = match registry_auth {
                 Some(a) => {
-                    let c = Credentials::from_base64(&a).map_err(lib)?;
-                    (c.username, c.password)
+                    let (u, p) = bpfman_client::registry_auth_from_base64(&a)?;
+                    (Some(u), Some(p))
                 }
                 None => (None, None),
             };
-            let mut c = crate::client::connect_ext(socket).await?;
+            let mut c = Client::connect(socket).await?;
             let i = pull_with_progress(
                 &mut c,
                 ext::PullImageRequest {
@@ -244,34 +232,19 @@ pub async fn run(
             emit(out, &image_json(&i), &|| image_detail(&i))
         }
         ImageCommand::List => {
-            let mut c = crate::client::connect_ext(socket).await?;
-            let r = c
-                .list_images(ext::ListImagesRequest {})
-                .await
-                .map_err(|s| anyhow!("{}", s.message()))?
-                .into_inner();
-            let v = Value::Array(r.images.iter().map(image_json).collect());
-            emit(out, &v, &|| images_table(&r.images))
+            let images = Client::connect(socket).await?.list_images().await?;
+            let v = Value::Array(images.iter().map(image_json).collect());
+            emit(out, &v, &|| images_table(&images))
         }
         ImageCommand::Inspect { image } => {
-            let mut c = crate::client::connect_ext(socket).await?;
-            let i = c
-                .inspect_image(ext::InspectImageRequest { url: image })
-                .await
-                .map_err(|s| anyhow!("{}", s.message()))?
-                .into_inner();
+            let i = Client::connect(socket).await?.inspect_image(&image).await?;
             emit(out, &image_json(&i), &|| image_detail(&i))
         }
         ImageCommand::Rm { image } => {
-            let mut c = crate::client::connect_ext(socket).await?;
-            let r = c
-                .remove_image(ext::RemoveImageRequest { image })
-                .await
-                .map_err(|s| anyhow!("{}", s.message()))?
-                .into_inner();
-            let v = Value::Array(r.removed.iter().map(image_json).collect());
+            let removed = Client::connect(socket).await?.remove_image(&image).await?;
+            let v = Value::Array(removed.iter().map(image_json).collect());
             emit(out, &v, &|| {
-                r.removed
+                removed
                     .iter()
                     .map(|i| format!("removed {} ({})", i.reference, short(&i.digest)))
                     .collect::<Vec<_>>()

@@ -1,20 +1,21 @@
-//! `bpfman`: the daemon (`bpfman daemon`) and its command-line client (everything else).
-//! The client speaks only the gRPC API over the daemon's unix socket.
+//! `bpfman`: the daemon (`bpfman daemon`, the `bpfman-daemon` crate) and its command-line
+//! client (everything else). The client reaches the daemon only through `bpfman-client`.
 
-mod admission;
 mod args;
 mod client;
-mod daemon;
 mod image;
 mod output;
-mod server;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
-        args::Command::Daemon(d) => daemon::run(d, cli.socket),
+        args::Command::Daemon(d) => bpfman_daemon::run(bpfman_daemon::Options {
+            config: d.config,
+            runtime_dir: d.runtime_dir,
+            socket: cli.socket,
+        }),
         cmd => client::run(cmd, cli.socket, cli.output),
     };
     match result {

@@ -3,47 +3,11 @@
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value, json};
 
-use bpfman_api::ext;
-use bpfman_api::v1;
+use bpfman_client::{ext_proto as ext, v1_proto as v1};
 
 /// Kernel `bpf_prog_type` numbers to names, for programs bpfman did not load.
 pub fn kernel_type_name(t: u32) -> &'static str {
-    const NAMES: &[&str] = &[
-        "unspec",
-        "socket_filter",
-        "kprobe",
-        "sched_cls",
-        "sched_act",
-        "tracepoint",
-        "xdp",
-        "perf_event",
-        "cgroup_skb",
-        "cgroup_sock",
-        "lwt_in",
-        "lwt_out",
-        "lwt_xmit",
-        "sock_ops",
-        "sk_skb",
-        "cgroup_device",
-        "sk_msg",
-        "raw_tracepoint",
-        "cgroup_sock_addr",
-        "lwt_seg6local",
-        "lirc_mode2",
-        "sk_reuseport",
-        "flow_dissector",
-        "cgroup_sysctl",
-        "raw_tracepoint_writable",
-        "cgroup_sockopt",
-        "tracing",
-        "struct_ops",
-        "ext",
-        "lsm",
-        "sk_lookup",
-        "syscall",
-        "netfilter",
-    ];
-    NAMES.get(t as usize).copied().unwrap_or("unknown")
+    bpfman_types::KernelProgType::name_of(t)
 }
 
 /// A program as JSON: `id`, `name`, `type` first, then the rest.

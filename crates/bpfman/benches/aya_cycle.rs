@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aya::programs::TracePoint;
 use aya::programs::links::FdLink;
-use bpfman::kernel::ids::{Object, opens};
+use bpfman::inspect::{Object, opens};
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();

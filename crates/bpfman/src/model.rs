@@ -1,124 +1,14 @@
-//! The objects bpfman manages, as plain data: programs, links, attach points, owners.
-//! The store persists them, the kernel module realises them, the manager owns the rules.
+//! The objects bpfman manages, as plain data: programs, links, owners. The vocabulary
+//! they are written in (kinds, attach specs) is `bpfman-types`, re-exported here. The
+//! store persists them, the kernel module realises them, the manager owns the rules.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
-
-/// The kinds of program bpfman loads, named as the kernel and upstream bpfman name them.
-/// The retprobe flavours are distinct kinds here because the ELF section decides them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProgramKind {
-    Xdp,
-    Tc,
-    Tcx,
-    Tracepoint,
-    Kprobe,
-    Kretprobe,
-    Uprobe,
-    Uretprobe,
-    Fentry,
-    Fexit,
-    Lsm,
-}
-
-impl ProgramKind {
-    pub const ALL: [ProgramKind; 11] = [
-        Self::Xdp,
-        Self::Tc,
-        Self::Tcx,
-        Self::Tracepoint,
-        Self::Kprobe,
-        Self::Kretprobe,
-        Self::Uprobe,
-        Self::Uretprobe,
-        Self::Fentry,
-        Self::Fexit,
-        Self::Lsm,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Xdp => "xdp",
-            Self::Tc => "tc",
-            Self::Tcx => "tcx",
-            Self::Tracepoint => "tracepoint",
-            Self::Kprobe => "kprobe",
-            Self::Kretprobe => "kretprobe",
-            Self::Uprobe => "uprobe",
-            Self::Uretprobe => "uretprobe",
-            Self::Fentry => "fentry",
-            Self::Fexit => "fexit",
-            Self::Lsm => "lsm",
-        }
-    }
-
-    /// Whether the program needs a target at load time: the kernel function of
-    /// fentry/fexit, the hook of LSM (without its `bpf_lsm_` prefix, e.g. `file_open`).
-    pub fn needs_attach_fn(self) -> bool {
-        matches!(self, Self::Fentry | Self::Fexit | Self::Lsm)
-    }
-
-    /// What the load-time target is called, in words and as the CLI's placeholder.
-    pub fn attach_fn_words(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Lsm => ("LSM hook (e.g. file_open)", "HOOK"),
-            _ => ("kernel function", "FUNCTION"),
-        }
-    }
-
-    /// The kernel feature (`bpfman system info`) loading a program of this kind needs
-    /// beyond BPF itself.
-    pub fn feature(self) -> Option<&'static str> {
-        match self {
-            Self::Fentry | Self::Fexit => Some("fentry"),
-            Self::Lsm => Some("lsm"),
-            _ => None,
-        }
-    }
-
-    /// Whether a program of this kind can be attached the way `attach` asks.
-    pub fn accepts(self, attach: &AttachSpec) -> bool {
-        matches!(
-            (self, attach),
-            (Self::Xdp, AttachSpec::Xdp(_))
-                | (Self::Tc | Self::Tcx, AttachSpec::Tc(_))
-                | (Self::Tc | Self::Tcx, AttachSpec::Tcx(_))
-                | (Self::Tracepoint, AttachSpec::Tracepoint { .. })
-                | (Self::Kprobe | Self::Kretprobe, AttachSpec::Kprobe { .. })
-                | (Self::Uprobe | Self::Uretprobe, AttachSpec::Uprobe { .. })
-                | (Self::Fentry, AttachSpec::Fentry)
-                | (Self::Fexit, AttachSpec::Fexit)
-                | (Self::Lsm, AttachSpec::Lsm)
-        )
-    }
-}
-
-impl fmt::Display for ProgramKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ProgramKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s.to_ascii_lowercase())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown program type '{s}': use one of xdp, tc, tcx, tracepoint, kprobe, \
-                     kretprobe, uprobe, uretprobe, fentry, fexit, lsm"
-                ))
-            })
-    }
-}
+pub use bpfman_types::{
+    AttachSpec, Bytecode, Direction, NetHook, ProceedOn, ProgramKind, ProgramSpec,
+};
 
 /// Who asked: taken from the kernel (SO_PEERCRED), never from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,28 +27,6 @@ impl Caller {
             pid: std::process::id() as i32,
         }
     }
-}
-
-/// Where a program's bytecode came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bytecode {
-    File(String),
-    Image {
-        url: String,
-        pull_policy: i32,
-        /// The digest the image resolved to when it was loaded (provenance).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        digest: Option<String>,
-    },
-}
-
-/// One program to load from an object: its function name, kind, and the fentry/fexit target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProgramSpec {
-    pub name: String,
-    pub kind: ProgramKind,
-    pub attach_fn: Option<String>,
 }
 
 /// A load request after translation from the API.
@@ -196,141 +64,6 @@ pub struct Program {
     pub tag: String,
 }
 
-/// Direction on a TC/TCX hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ingress => "ingress",
-            Self::Egress => "egress",
-        }
-    }
-}
-
-impl FromStr for Direction {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "ingress" => Ok(Self::Ingress),
-            "egress" => Ok(Self::Egress),
-            _ => Err(Error::invalid(format!(
-                "unknown direction '{s}': use ingress or egress"
-            ))),
-        }
-    }
-}
-
-/// A network hook: interface (by name, in an optional network namespace).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetHook {
-    pub iface: String,
-    pub priority: i32,
-    #[serde(default)]
-    pub proceed_on: Vec<i32>,
-    pub netns: Option<String>,
-    pub direction: Option<Direction>,
-}
-
-/// Where and how to attach a program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "type")]
-pub enum AttachSpec {
-    Xdp(NetHook),
-    Tc(NetHook),
-    Tcx(NetHook),
-    Tracepoint {
-        tracepoint: String,
-    },
-    Kprobe {
-        fn_name: String,
-        offset: u64,
-        container_pid: Option<i32>,
-    },
-    Uprobe {
-        fn_name: Option<String>,
-        offset: u64,
-        target: String,
-        pid: Option<i32>,
-        container_pid: Option<i32>,
-    },
-    Fentry,
-    Fexit,
-    /// An LSM program on the hook it was loaded for.
-    Lsm,
-}
-
-impl AttachSpec {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Xdp(_) => "xdp",
-            Self::Tc(_) => "tc",
-            Self::Tcx(_) => "tcx",
-            Self::Tracepoint { .. } => "tracepoint",
-            Self::Kprobe { .. } => "kprobe",
-            Self::Uprobe { .. } => "uprobe",
-            Self::Fentry => "fentry",
-            Self::Fexit => "fexit",
-            Self::Lsm => "lsm",
-        }
-    }
-
-    pub fn net_hook(&self) -> Option<&NetHook> {
-        match self {
-            Self::Xdp(h) | Self::Tc(h) | Self::Tcx(h) => Some(h),
-            _ => None,
-        }
-    }
-
-    /// The attach point in words, for listings.
-    pub fn target(&self) -> String {
-        match self {
-            Self::Xdp(h) | Self::Tc(h) | Self::Tcx(h) => {
-                let mut s = h.iface.clone();
-                if let Some(d) = h.direction {
-                    s = format!("{s}/{}", d.as_str());
-                }
-                if let Some(ns) = &h.netns {
-                    s = format!("{s} (netns {ns})");
-                }
-                s
-            }
-            Self::Tracepoint { tracepoint } => tracepoint.clone(),
-            Self::Kprobe {
-                fn_name, offset, ..
-            } => {
-                if *offset == 0 {
-                    fn_name.clone()
-                } else {
-                    format!("{fn_name}+{offset:#x}")
-                }
-            }
-            Self::Uprobe {
-                fn_name,
-                offset,
-                target,
-                pid,
-                ..
-            } => {
-                let mut s = format!("{target}:{}", fn_name.as_deref().unwrap_or(""));
-                if *offset != 0 {
-                    s = format!("{s}+{offset:#x}");
-                }
-                if let Some(pid) = pid {
-                    s = format!("{s} (pid {pid})");
-                }
-                s
-            }
-            Self::Fentry | Self::Fexit | Self::Lsm => String::new(),
-        }
-    }
-}
-
 /// An attachment of a program, with the daemon-assigned link id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
@@ -347,8 +80,156 @@ pub struct Link {
     pub created_at: String,
     /// Position on a shared hook (0-based), when the hook orders programs.
     pub position: i32,
-    /// The exclusive or ordered hook the link occupies (see `store::hook_key`).
-    pub hook: Option<String>,
+    /// The exclusive or ordered hook the link occupies.
+    pub hook: Option<HookKey>,
+}
+
+/// Which shared hook a dispatcher serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HookKind {
+    Xdp,
+    Tc,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Tc => "tc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "xdp" => Some(Self::Xdp),
+            "tc" => Some(Self::Tc),
+            _ => None,
+        }
+    }
+}
+
+/// An exclusive or ordered hook: XDP on an interface, or one direction of TC on one,
+/// in one network namespace. Written to the store as `xdp/<netns>/<ifindex>` or
+/// `tc/<netns>/<ifindex>/<direction>` (its one encoding, [`HookKey::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HookKey {
+    pub kind: HookKind,
+    pub netns: u64,
+    pub ifindex: u32,
+    /// TC only (ingress when absent from a request).
+    pub direction: Option<Direction>,
+}
+
+impl HookKey {
+    /// The hook an attachment occupies, when it occupies an exclusive or ordered one.
+    pub fn of(spec: &AttachSpec, ifindex: Option<u32>, netns: u64) -> Option<Self> {
+        let ifindex = ifindex?;
+        match spec {
+            AttachSpec::Xdp(_) => Some(Self {
+                kind: HookKind::Xdp,
+                netns,
+                ifindex,
+                direction: None,
+            }),
+            AttachSpec::Tc(h) | AttachSpec::Tcx(h) => Some(Self {
+                kind: HookKind::Tc,
+                netns,
+                ifindex,
+                direction: Some(h.direction.unwrap_or(Direction::Ingress)),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        match (self.kind, self.direction) {
+            (HookKind::Xdp, _) => format!("xdp/{}/{}", self.netns, self.ifindex),
+            (HookKind::Tc, d) => format!(
+                "tc/{}/{}/{}",
+                self.netns,
+                self.ifindex,
+                d.unwrap_or(Direction::Ingress).as_str()
+            ),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            ["xdp", ns, i] => Some(Self {
+                kind: HookKind::Xdp,
+                netns: ns.parse().ok()?,
+                ifindex: i.parse().ok()?,
+                direction: None,
+            }),
+            ["tc", ns, i, d] => Some(Self {
+                kind: HookKind::Tc,
+                netns: ns.parse().ok()?,
+                ifindex: i.parse().ok()?,
+                direction: Some(d.parse().ok()?),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The name of the hook's directory on bpffs (the encoding with `/` as `_`).
+    pub fn dir_name(&self) -> String {
+        self.encode().replace('/', "_")
+    }
+
+    /// The hook a bpffs directory name stands for (see [`HookKey::dir_name`]).
+    pub fn from_dir_name(s: &str) -> Option<Self> {
+        Self::decode(&s.replace('_', "/"))
+    }
+}
+
+impl Serialize for HookKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for HookKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::decode(&s).ok_or_else(|| serde::de::Error::custom(format!("not a hook key: '{s}'")))
+    }
+}
+
+impl std::fmt::Display for HookKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+/// Where a classic TC attachment is: its filter priority and handle on the clsact qdisc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcFilter {
+    pub priority: u16,
+    pub handle: u32,
+}
+
+/// How a hook's dispatcher is attached to the hook itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAttachment {
+    /// A pinned bpf_link (XDP, TCX).
+    Link(std::path::PathBuf),
+    /// A classic TC filter on the clsact qdisc (kernels without TCX).
+    TcFilter(TcFilter),
+}
+
+/// A hook's dispatcher, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatcherRecord {
+    pub hook: HookKey,
+    pub kind: HookKind,
+    pub revision: u32,
+    /// The dispatcher program's pin; `None` when one program is attached to the hook
+    /// directly (no dispatcher).
+    pub dispatcher_pin: Option<std::path::PathBuf>,
+    pub attachment: HookAttachment,
+    /// The kernel id of what the hook runs (dispatcher or the lone program), once known.
+    pub program_id: Option<u32>,
 }
 
 /// What the daemon found the kernel able to do, probed once at start.
@@ -391,11 +272,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_round_trip() {
-        for k in ProgramKind::ALL {
-            assert_eq!(k.as_str().parse::<ProgramKind>().ok(), Some(k));
+    fn hook_keys_have_one_encoding() {
+        let keys = [
+            HookKey {
+                kind: HookKind::Xdp,
+                netns: 4026531840,
+                ifindex: 3,
+                direction: None,
+            },
+            HookKey {
+                kind: HookKind::Tc,
+                netns: 1,
+                ifindex: 9,
+                direction: Some(Direction::Egress),
+            },
+        ];
+        for k in keys {
+            assert_eq!(HookKey::decode(&k.encode()), Some(k));
         }
-        assert!("socket".parse::<ProgramKind>().is_err());
+        assert_eq!(keys[1].encode(), "tc/1/9/egress");
+        assert_eq!(keys[0].dir_name(), "xdp_4026531840_3");
+        assert_eq!(HookKey::decode("tc/1/9"), None);
+        assert_eq!(HookKey::decode("xdp/x/9"), None);
     }
 
     #[test]
@@ -404,23 +302,5 @@ mod tests {
         assert_eq!(rfc3339(t), "1970-01-01T00:00:00Z");
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096);
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
-    }
-
-    #[test]
-    fn attach_kinds_fit() {
-        let hook = NetHook {
-            iface: "eth0".into(),
-            priority: 50,
-            proceed_on: vec![],
-            netns: None,
-            direction: None,
-        };
-        assert!(ProgramKind::Xdp.accepts(&AttachSpec::Xdp(hook.clone())));
-        assert!(!ProgramKind::Tracepoint.accepts(&AttachSpec::Xdp(hook)));
-        assert!(ProgramKind::Kretprobe.accepts(&AttachSpec::Kprobe {
-            fn_name: "f".into(),
-            offset: 0,
-            container_pid: None
-        }));
     }
 }

@@ -225,7 +225,7 @@ pub struct Decision {
 
 /// Metadata keys under this prefix are written by bpfman itself (programs.d, the
 /// Kubernetes agent): root's alone.
-pub const RESERVED_METADATA_PREFIX: &str = "bpfman.io/";
+pub const RESERVED_METADATA_PREFIX: &str = bpfman_types::metadata::RESERVED_PREFIX;
 
 /// The directory a granted path lies in, for confining the open: the `dirs` entry
 /// `path` is under (lexically), if any.

@@ -24,8 +24,8 @@ use crate::model::{
     AttachSpec, Bytecode, Caller, Direction, LoadRequest, NetHook, ProgramKind, ProgramSpec,
 };
 
-pub const META_KEY: &str = "bpfman.io/static";
-pub const META_DIGEST: &str = "bpfman.io/static-digest";
+pub const META_KEY: &str = bpfman_types::metadata::STATIC;
+pub const META_DIGEST: &str = bpfman_types::metadata::STATIC_DIGEST;
 
 /// One file: `[[program]]` entries.
 #[derive(Debug, Clone, Deserialize, Serialize)]

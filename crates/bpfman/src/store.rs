@@ -8,7 +8,10 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{Error, Result};
-use crate::model::{AttachSpec, Bytecode, Caller, Link, Program, ProgramKind};
+use crate::model::{
+    AttachSpec, Bytecode, Caller, DispatcherRecord, HookAttachment, HookKey, HookKind, Link,
+    Program, ProgramKind, TcFilter,
+};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -61,17 +64,6 @@ const MIGRATIONS: &[&str] = &[
         program_id     INTEGER NOT NULL DEFAULT 0      -- kernel id of the dispatcher
     );",
 ];
-
-/// A hook's dispatcher, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DispatcherRecord {
-    pub hook: String,
-    pub kind: String,
-    pub revision: u32,
-    pub dispatcher_pin: String,
-    pub link_pin: String,
-    pub program_id: u32,
-}
 
 /// The store. One connection, opened once; each call holds it only for its SQL.
 pub struct Store {
@@ -141,14 +133,57 @@ fn program_from_row(r: &Row<'_>) -> rusqlite::Result<Program> {
     })
 }
 
+fn bad_column(i: usize, what: &str, v: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Text,
+        format!("not a {what}: '{v}'").into(),
+    )
+}
+
+fn hook_from_column(i: usize, v: Option<String>) -> rusqlite::Result<Option<HookKey>> {
+    v.map(|s| HookKey::decode(&s).ok_or_else(|| bad_column(i, "hook key", &s)))
+        .transpose()
+}
+
+/// The dispatcher table's `link_pin`: a bpffs path, or `netlink:<prio>:<handle>` for a
+/// classic TC filter. This and its decoding below are the only places that know it.
+fn encode_attachment(a: &HookAttachment) -> String {
+    match a {
+        HookAttachment::Link(p) => p.display().to_string(),
+        HookAttachment::TcFilter(f) => format!("netlink:{}:{}", f.priority, f.handle),
+    }
+}
+
+fn decode_attachment(s: &str) -> Option<HookAttachment> {
+    match s.strip_prefix("netlink:") {
+        Some(rest) => {
+            let (p, h) = rest.split_once(':')?;
+            Some(HookAttachment::TcFilter(TcFilter {
+                priority: p.parse().ok()?,
+                handle: h.parse().ok()?,
+            }))
+        }
+        None if !s.is_empty() => Some(HookAttachment::Link(s.into())),
+        None => None,
+    }
+}
+
 fn dispatcher_from_row(r: &Row<'_>) -> rusqlite::Result<DispatcherRecord> {
+    let hook: String = r.get(0)?;
+    let kind: String = r.get(1)?;
+    let pin: String = r.get(3)?;
+    let link: String = r.get(4)?;
+    let program_id: u32 = r.get(5)?;
     Ok(DispatcherRecord {
-        hook: r.get(0)?,
-        kind: r.get(1)?,
+        hook: HookKey::decode(&hook).ok_or_else(|| bad_column(0, "hook key", &hook))?,
+        kind: HookKind::parse(&kind).ok_or_else(|| bad_column(1, "hook kind", &kind))?,
         revision: r.get(2)?,
-        dispatcher_pin: r.get(3)?,
-        link_pin: r.get(4)?,
-        program_id: r.get(5)?,
+        // '' records a program attached to the hook directly.
+        dispatcher_pin: (!pin.is_empty()).then(|| pin.into()),
+        attachment: decode_attachment(&link)
+            .ok_or_else(|| bad_column(4, "hook attachment", &link))?,
+        program_id: (program_id != 0).then_some(program_id),
     })
 }
 
@@ -168,21 +203,8 @@ fn link_from_row(r: &Row<'_>) -> rusqlite::Result<Link> {
         },
         created_at: r.get(10)?,
         position: r.get(11)?,
-        hook: r.get(12)?,
+        hook: hook_from_column(12, r.get(12)?)?,
     })
-}
-
-/// The key of the hook a link occupies, when it occupies an exclusive or ordered one.
-pub fn hook_key(spec: &AttachSpec, ifindex: Option<u32>, netns_id: u64) -> Option<String> {
-    let ifindex = ifindex?;
-    match spec {
-        AttachSpec::Xdp(_) => Some(format!("xdp/{netns_id}/{ifindex}")),
-        AttachSpec::Tc(h) | AttachSpec::Tcx(h) => Some(format!(
-            "tc/{netns_id}/{ifindex}/{}",
-            h.direction.map(|d| d.as_str()).unwrap_or("ingress")
-        )),
-        _ => None,
-    }
 }
 
 impl Store {
@@ -194,6 +216,7 @@ impl Store {
     }
 
     /// An in-memory store, for unit tests.
+    #[cfg(test)]
     pub fn in_memory() -> Result<Self> {
         Self::init(Connection::open_in_memory()?)
     }
@@ -323,7 +346,7 @@ impl Store {
                     l.program_id,
                     l.spec.name(),
                     json(&l.spec)?,
-                    l.hook,
+                    l.hook.map(|h| h.encode()),
                     l.ifindex,
                     l.kernel_link_id,
                     l.pin_path,
@@ -382,13 +405,13 @@ impl Store {
         })
     }
 
-    /// Links on one hook key (see [`hook_key`]).
-    pub fn links_on_hook(&self, hook: &str) -> Result<Vec<Link>> {
+    /// Links on one hook.
+    pub fn links_on_hook(&self, hook: &HookKey) -> Result<Vec<Link>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {LINK_COLS} FROM links WHERE hook = ?1 ORDER BY id"
             ))?;
-            let rows = st.query_map([hook], link_from_row)?;
+            let rows = st.query_map([hook.encode()], link_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -400,12 +423,12 @@ impl Store {
         })
     }
 
-    pub fn dispatcher(&self, hook: &str) -> Result<Option<DispatcherRecord>> {
+    pub fn dispatcher(&self, hook: &HookKey) -> Result<Option<DispatcherRecord>> {
         self.with(|c| {
             Ok(c.query_row(
                 "SELECT hook, kind, revision, dispatcher_pin, link_pin, program_id \
                  FROM dispatchers WHERE hook = ?1",
-                [hook],
+                [hook.encode()],
                 dispatcher_from_row,
             )
             .optional()?)
@@ -429,15 +452,25 @@ impl Store {
                 "INSERT INTO dispatchers (hook, kind, revision, dispatcher_pin, link_pin, program_id) \
                  VALUES (?1,?2,?3,?4,?5,?6) ON CONFLICT(hook) DO UPDATE SET kind = ?2, \
                  revision = ?3, dispatcher_pin = ?4, link_pin = ?5, program_id = ?6",
-                params![d.hook, d.kind, d.revision, d.dispatcher_pin, d.link_pin, d.program_id],
+                params![
+                    d.hook.encode(),
+                    d.kind.as_str(),
+                    d.revision,
+                    d.dispatcher_pin
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    encode_attachment(&d.attachment),
+                    d.program_id.unwrap_or(0)
+                ],
             )?;
             Ok(())
         })
     }
 
-    pub fn delete_dispatcher(&self, hook: &str) -> Result<()> {
+    pub fn delete_dispatcher(&self, hook: &HookKey) -> Result<()> {
         self.with(|c| {
-            c.execute("DELETE FROM dispatchers WHERE hook = ?1", [hook])?;
+            c.execute("DELETE FROM dispatchers WHERE hook = ?1", [hook.encode()])?;
             Ok(())
         })
     }
@@ -517,8 +550,51 @@ mod tests {
             owner: Caller::daemon(),
             created_at: "t".into(),
             position: 0,
-            hook: Some("xdp/1/3".into()),
+            hook: HookKey::decode("xdp/1/3"),
         }
+    }
+
+    #[test]
+    fn hook_attachments_have_one_encoding() {
+        let f = HookAttachment::TcFilter(TcFilter {
+            priority: 50,
+            handle: 0x8000_0001,
+        });
+        assert_eq!(decode_attachment(&encode_attachment(&f)), Some(f));
+        let l = HookAttachment::Link("/run/bpfman/fs/dispatchers/xdp_1_3/link".into());
+        assert_eq!(decode_attachment(&encode_attachment(&l)), Some(l));
+        assert_eq!(decode_attachment("netlink:x:1"), None);
+        assert_eq!(decode_attachment(""), None);
+    }
+
+    #[test]
+    fn dispatcher_records_round_trip() -> Result<()> {
+        let s = Store::in_memory()?;
+        let hook = HookKey::decode("tc/1/3/egress").ok_or_else(|| Error::internal("key"))?;
+        let direct = DispatcherRecord {
+            hook,
+            kind: HookKind::Tc,
+            revision: 0,
+            dispatcher_pin: None,
+            attachment: HookAttachment::TcFilter(TcFilter {
+                priority: 50,
+                handle: 0xb9f,
+            }),
+            program_id: None,
+        };
+        s.put_dispatcher(&direct)?;
+        assert_eq!(s.dispatcher(&hook)?, Some(direct.clone()));
+        let full = DispatcherRecord {
+            revision: 3,
+            dispatcher_pin: Some("/fs/dispatchers/tc_1_3_egress/3/dispatcher".into()),
+            program_id: Some(812),
+            ..direct
+        };
+        s.put_dispatcher(&full)?;
+        assert_eq!(s.dispatchers()?, vec![full]);
+        s.delete_dispatcher(&hook)?;
+        assert_eq!(s.dispatcher(&hook)?, None);
+        Ok(())
     }
 
     #[test]
@@ -551,7 +627,11 @@ mod tests {
         s.delete_link(a)?;
         let b = s.insert_link(&link(7))?;
         assert!(b > a, "link id {b} reused after {a}");
-        assert_eq!(s.links_on_hook("xdp/1/3")?.len(), 1);
+        assert_eq!(
+            s.links_on_hook(&HookKey::decode("xdp/1/3").ok_or_else(|| Error::internal("key"))?)?
+                .len(),
+            1
+        );
         // A program with links cannot be deleted.
         assert!(s.delete_program(7).is_err());
         Ok(())

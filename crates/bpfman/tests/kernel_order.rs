@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use aya::programs::TracePoint;
 use aya::programs::links::FdLink;
-use bpfman::kernel::ids::{Object, opens};
+use bpfman::inspect::{Object, opens};
 
 fn object_path() -> String {
     format!(

@@ -381,18 +381,19 @@ pub fn inspect_elf(bytes: &[u8], what: &str) -> Result<ElfInfo> {
     let mut labels = Labels::default();
     for (name, p) in &obj.programs {
         let t = match &p.section {
-            S::Xdp { .. } => "xdp",
-            S::SchedClassifier => "tc",
-            S::TracePoint => "tracepoint",
-            S::KProbe => "kprobe",
-            S::KRetProbe => "kretprobe",
-            S::UProbe { .. } => "uprobe",
-            S::URetProbe { .. } => "uretprobe",
-            S::FEntry { .. } => "fentry",
-            S::FExit { .. } => "fexit",
+            S::Xdp { .. } => ProgramKind::Xdp,
+            S::SchedClassifier => ProgramKind::Tc,
+            S::TracePoint => ProgramKind::Tracepoint,
+            S::KProbe => ProgramKind::Kprobe,
+            S::KRetProbe => ProgramKind::Kretprobe,
+            S::UProbe { .. } => ProgramKind::Uprobe,
+            S::URetProbe { .. } => ProgramKind::Uretprobe,
+            S::FEntry { .. } => ProgramKind::Fentry,
+            S::FExit { .. } => ProgramKind::Fexit,
+            S::Lsm { .. } => ProgramKind::Lsm,
             _ => continue,
         };
-        labels.programs.insert(name.clone(), t.to_string());
+        labels.programs.insert(name.clone(), t.as_str().to_string());
     }
     for (name, m) in &obj.maps {
         if name.starts_with('.') {

@@ -36,43 +36,7 @@ pub const ANN_SIGNER: &str = "io.bpfman.signer";
 pub const ANN_PULLED: &str = "io.bpfman.pulled";
 pub const ANN_SIZE: &str = "io.bpfman.size";
 
-/// `image_pull_policy` as bpfman.v1 numbers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    pub fn from_i32(v: i32) -> Result<Self> {
-        match v {
-            0 => Ok(Self::Always),
-            1 => Ok(Self::IfNotPresent),
-            2 => Ok(Self::Never),
-            _ => Err(Error::invalid(format!(
-                "pull policy {v} is unknown: use 0 (Always), 1 (IfNotPresent) or 2 (Never)"
-            ))),
-        }
-    }
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "always" => Ok(Self::Always),
-            "ifnotpresent" => Ok(Self::IfNotPresent),
-            "never" => Ok(Self::Never),
-            _ => Err(Error::invalid(format!(
-                "pull policy '{s}' is unknown: use Always, IfNotPresent or Never"
-            ))),
-        }
-    }
-    pub fn as_i32(self) -> i32 {
-        match self {
-            Self::Always => 0,
-            Self::IfNotPresent => 1,
-            Self::Never => 2,
-        }
-    }
-}
+pub use bpfman_types::PullPolicy;
 
 /// A cached image.
 #[derive(Debug, Clone, PartialEq, Eq)]

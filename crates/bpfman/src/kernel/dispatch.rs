@@ -13,28 +13,12 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::{Attached, Kernel, LoadPlan, chain, ifindex, kerr, netns, pin_taken};
 use crate::error::{Error, Result};
-use crate::model::NetHook;
+use crate::model::{HookKind, NetHook, TcFilter};
 
 static XDP_DISPATCHER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_dispatcher.bpf.o"));
 static TC_DISPATCHER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_dispatcher.bpf.o"));
-
-/// Which hook a dispatcher serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DispatchKind {
-    Xdp,
-    Tc,
-}
-
-impl DispatchKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Xdp => "xdp",
-            Self::Tc => "tc",
-        }
-    }
-}
 
 /// The tc filter priority bpfman's classic (netlink) TC attachments use.
 pub const TC_FILTER_PRIORITY: u16 = 50;
@@ -50,27 +34,6 @@ impl TcFilter {
     };
 }
 
-/// Where a classic TC attachment is: its filter priority and handle on the clsact qdisc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcFilter {
-    pub priority: u16,
-    pub handle: u32,
-}
-
-impl TcFilter {
-    /// Recorded as the dispatcher record's link location: `netlink:<prio>:<handle>`.
-    pub fn encode(&self) -> String {
-        format!("netlink:{}:{}", self.priority, self.handle)
-    }
-    pub fn decode(s: &str) -> Option<Self> {
-        let mut it = s.strip_prefix("netlink:")?.split(':');
-        Some(Self {
-            priority: it.next()?.parse().ok()?,
-            handle: it.next()?.parse().ok()?,
-        })
-    }
-}
-
 fn tc_attach_type(h: &NetHook) -> TcAttachType {
     match h.direction {
         Some(crate::model::Direction::Egress) => TcAttachType::Egress,
@@ -78,10 +41,10 @@ fn tc_attach_type(h: &NetHook) -> TcAttachType {
     }
 }
 
-fn dispatcher_fd(kind: DispatchKind, pin: &Path) -> Result<ProgramFd> {
+fn dispatcher_fd(kind: HookKind, pin: &Path) -> Result<ProgramFd> {
     match kind {
-        DispatchKind::Xdp => xdp_fd(pin),
-        DispatchKind::Tc => {
+        HookKind::Xdp => xdp_fd(pin),
+        HookKind::Tc => {
             let p = SchedClassifier::from_pin(pin)
                 .map_err(|e| kerr(format!("opening dispatcher {}", pin.display()), e))?;
             p.fd()
@@ -108,7 +71,7 @@ impl Kernel {
     /// `frags`: the XDP dispatcher is loaded with BPF_F_XDP_HAS_FRAGS (multi-buffer).
     pub fn load_dispatcher(
         &self,
-        kind: DispatchKind,
+        kind: HookKind,
         config: Vec<u8>,
         pin: &Path,
         frags: bool,
@@ -117,9 +80,9 @@ impl Kernel {
         self.workers
             .load(move || -> Result<u32> {
                 let (object, name) = match (kind, frags) {
-                    (DispatchKind::Xdp, false) => (XDP_DISPATCHER, "xdp_dispatcher"),
-                    (DispatchKind::Xdp, true) => (XDP_DISPATCHER, "xdp_dispatcher_frags"),
-                    (DispatchKind::Tc, _) => (TC_DISPATCHER, "tc_dispatcher"),
+                    (HookKind::Xdp, false) => (XDP_DISPATCHER, "xdp_dispatcher"),
+                    (HookKind::Xdp, true) => (XDP_DISPATCHER, "xdp_dispatcher_frags"),
+                    (HookKind::Tc, _) => (TC_DISPATCHER, "tc_dispatcher"),
                 };
                 let what = format!("loading the {} dispatcher", kind.as_str());
                 let mut ebpf: Ebpf = EbpfLoader::new()
@@ -131,13 +94,13 @@ impl Kernel {
                     .program_mut(name)
                     .ok_or_else(|| Error::internal(format!("{name} missing from its object")))?;
                 let (id, pinned) = match kind {
-                    DispatchKind::Xdp => {
+                    HookKind::Xdp => {
                         let p: &mut Xdp = prog.try_into().map_err(|e| kerr(&what, e))?;
                         p.load().map_err(|e| kerr(&what, e))?;
                         let id = p.info().map_err(|e| kerr("dispatcher info", e))?.id();
                         (id, p.pin(&pin_parent(&pin)?))
                     }
-                    DispatchKind::Tc => {
+                    HookKind::Tc => {
                         let p: &mut SchedClassifier =
                             prog.try_into().map_err(|e| kerr(&what, e))?;
                         p.load().map_err(|e| kerr(&what, e))?;
@@ -297,7 +260,7 @@ impl Kernel {
         &self,
         bytes: Vec<u8>,
         plan: LoadPlan,
-        kind: DispatchKind,
+        kind: HookKind,
         dispatcher: &Path,
         slot: &str,
         pin: &Path,
@@ -360,7 +323,7 @@ impl Kernel {
     pub fn attach_extension(
         &self,
         ext: &Path,
-        kind: DispatchKind,
+        kind: HookKind,
         dispatcher: &Path,
         slot: &str,
         link_pin: &Path,
@@ -375,7 +338,7 @@ impl Kernel {
             fs::create_dir_all(dir)
                 .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
         }
-        pin_taken(p.take_link(id), &what, link_pin, None)
+        pin_taken(p.take_link(id), &what, link_pin)
     }
 
     /// Puts the dispatcher pinned at `dispatcher` on the hook: the first time by a new
@@ -389,7 +352,7 @@ impl Kernel {
         xdp_mode: Option<&str>,
     ) -> Result<Attached> {
         netns::within(hook.netns.as_deref(), || {
-            let ifindex = ifindex(&hook.iface)?;
+            ifindex(&hook.iface)?;
             let mode = super::xdp_mode_of(xdp_mode)?;
             let mut p = Xdp::from_pin(dispatcher, aya_obj::programs::XdpAttachType::Interface)
                 .map_err(|e| kerr("opening the dispatcher", e))?;
@@ -409,10 +372,7 @@ impl Kernel {
                 })?;
                 // The pin keeps the link; drop our fd.
                 drop(p.take_link(id));
-                Ok(Attached {
-                    kernel_link_id: 0,
-                    ifindex: Some(ifindex),
-                })
+                Ok(Attached { kernel_link_id: 0 })
             } else {
                 let id = p.attach(&hook.iface, mode).map_err(|e| {
                     if super::has_errno(&e, libc::EBUSY) || super::has_errno(&e, libc::EEXIST) {
@@ -433,12 +393,7 @@ impl Kernel {
                     fs::create_dir_all(dir)
                         .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))?;
                 }
-                pin_taken(
-                    p.take_link(id),
-                    "attaching the dispatcher",
-                    hook_link,
-                    Some(ifindex),
-                )
+                pin_taken(p.take_link(id), "attaching the dispatcher", hook_link)
             }
         })
     }
@@ -447,18 +402,14 @@ impl Kernel {
     /// attached into the slots of real dispatchers; loaded once, kept pinned, never
     /// attached anywhere. All its slots are enabled so none is pruned by the verifier
     /// (aya only keeps functions the program reaches).
-    pub fn ext_target(&self, kind: DispatchKind) -> Result<PathBuf> {
+    pub fn ext_target(&self, kind: HookKind) -> Result<PathBuf> {
         use crate::dispatcher::{
             MAX_PROGRAMS, SlotConfig, tc_config, tc_mask, xdp_config, xdp_mask,
         };
-        let name = match kind {
-            DispatchKind::Xdp => "ext-target",
-            DispatchKind::Tc => "ext-target-tc",
-        };
-        let pin = self.bpffs().join("dispatchers").join(name);
+        let pin = self.layout.ext_target(kind == HookKind::Tc);
         if !pin.exists() {
             let config = match kind {
-                DispatchKind::Xdp => {
+                HookKind::Xdp => {
                     let slot = SlotConfig {
                         chain_call_actions: xdp_mask(&[])?,
                         run_prio: 0,
@@ -466,7 +417,7 @@ impl Kernel {
                     };
                     xdp_config(&[slot; MAX_PROGRAMS], false)?
                 }
-                DispatchKind::Tc => {
+                HookKind::Tc => {
                     let slot = SlotConfig {
                         chain_call_actions: tc_mask(&[])?,
                         run_prio: 0,
@@ -482,13 +433,6 @@ impl Kernel {
 
     /// The slot function extensions are loaded against in [`Kernel::ext_target`].
     pub const EXT_TARGET_SLOT: &'static str = "prog0";
-
-    /// Where a hook's dispatcher state lives on bpffs.
-    pub fn dispatcher_dir(&self, hook_key: &str) -> PathBuf {
-        self.bpffs()
-            .join("dispatchers")
-            .join(hook_key.replace('/', "_"))
-    }
 }
 
 /// Creates the directory of `pin` and returns `pin`.
@@ -513,20 +457,5 @@ fn at_name(at: TcAttachType) -> &'static str {
     match at {
         TcAttachType::Egress => "egress",
         _ => "ingress",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tc_filter_location_round_trips() {
-        let f = TcFilter {
-            priority: 50,
-            handle: 0x8000_0001,
-        };
-        assert_eq!(TcFilter::decode(&f.encode()), Some(f));
-        assert_eq!(TcFilter::decode("/sys/fs/bpf/x"), None);
     }
 }

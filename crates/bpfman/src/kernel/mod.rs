@@ -25,10 +25,11 @@ use aya::programs::{
 };
 use aya::{Btf, EbpfLoader, Endianness};
 
+use crate::bpffs::Bpffs;
 use crate::error::{Error, Result};
 use crate::model::{AttachSpec, Direction, NetHook, ProgramKind, ProgramSpec};
 
-pub use netns::{NetnsId, netns_id};
+pub use netns::netns_id;
 
 /// What `load` needs beyond the bytecode.
 #[derive(Debug, Clone)]
@@ -62,7 +63,6 @@ pub struct Loaded {
 #[derive(Debug, Clone)]
 pub struct Attached {
     pub kernel_link_id: u32,
-    pub ifindex: Option<u32>,
 }
 
 /// Facts about a loaded program, as the kernel reports them (`bpf_prog_info`).
@@ -83,9 +83,9 @@ pub struct KernelProgram {
     pub verified_insns: u32,
 }
 
-/// Handle on the kernel for one bpffs root.
+/// Handle on the kernel for one bpffs layout.
 pub struct Kernel {
-    bpffs: PathBuf,
+    layout: Bpffs,
     workers: Arc<workers::Workers>,
 }
 
@@ -120,42 +120,35 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn kerr<E: std::error::Error + 'static>(what: impl std::fmt::Display, e: E) -> Error {
-    Error::kernel(format!("{what}: {}", chain(&e)))
+    Error::kernel(format!("{what}: {}", chain(&e))).with_errno(what.to_string(), errno_of(&e))
+}
+
+/// The errno an aya error chain carries, if any.
+fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(n) = io.raw_os_error()
+        {
+            return Some(n);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Whether an aya error chain carries this errno.
 fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.raw_os_error() == Some(errno)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    errno_of(e) == Some(errno)
 }
 
 impl Kernel {
-    /// Uses `bpffs` (which must be a mounted bpffs) as the root of all pins.
-    pub fn new(bpffs: &Path) -> Result<Self> {
-        for d in ["links", "maps"] {
-            fs::create_dir_all(bpffs.join(d))
-                .map_err(|e| Error::internal(format!("creating {}/{d}: {e}", bpffs.display())))?;
-        }
-        Ok(Self {
-            bpffs: bpffs.to_path_buf(),
+    /// Pins under `layout` (which must be on a mounted bpffs).
+    pub fn new(layout: &Bpffs) -> Self {
+        Self {
+            layout: layout.clone(),
             workers: workers::Workers::start(2),
-        })
-    }
-
-    pub fn bpffs(&self) -> &Path {
-        &self.bpffs
-    }
-
-    pub fn link_pin(&self, link_id: u32) -> PathBuf {
-        self.bpffs.join("links").join(link_id.to_string())
+        }
     }
 
     /// Loads the named programs of one object (they share its maps and globals) and pins
@@ -172,11 +165,11 @@ impl Kernel {
                 .map(|o| o.has_btf_relocations())
                 .map_err(|e| Error::invalid(format!("parsing the ELF object: {e}")))?;
         let btf_bytes = if needs_btf { kernel_btf_bytes() } else { None };
-        let bpffs = self.bpffs.clone();
+        let layout = self.layout.clone();
         self.workers
             .load(move || {
                 let btf = btf_bytes.and_then(|b| Btf::parse(&b, Endianness::default()).ok());
-                let r = load_object(&bpffs, btf.as_ref(), &bytes, &plan);
+                let r = load_object(&layout, btf.as_ref(), &bytes, &plan);
                 if btf.is_some() {
                     drop(btf);
                     trim_heap();
@@ -187,21 +180,13 @@ impl Kernel {
     }
 }
 
-fn program_pin(bpffs: &Path, id: u32) -> PathBuf {
-    bpffs.join(format!("prog_{id}"))
-}
-
-fn map_dir(bpffs: &Path, owner_id: u32) -> PathBuf {
-    bpffs.join("maps").join(owner_id.to_string())
-}
-
 fn remove_maps(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
 }
 
 /// Loads the named programs of one object (they share its maps and globals) and pins
 /// each. On any failure nothing stays behind: pins are removed and fds closed.
-fn load_object(bpffs: &Path, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -> Result<Loaded> {
+fn load_object(layout: &Bpffs, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -> Result<Loaded> {
     let mut loader = EbpfLoader::new();
     loader.btf(btf);
     for (name, value) in &plan.global_data {
@@ -239,7 +224,7 @@ fn load_object(bpffs: &Path, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -
                 .info()
                 .map_err(|e| kerr(format!("reading info of '{}'", spec.name), e))?;
             let id = info.id();
-            let pin = program_pin(bpffs, id);
+            let pin = layout.program(id);
             prog.pin(&pin)
                 .map_err(|e| kerr(format!("pinning '{}' at {}", spec.name, pin.display()), e))?;
             done.push(LoadedProgram {
@@ -268,7 +253,7 @@ fn load_object(bpffs: &Path, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -
             maps: Vec::new(),
         });
     }
-    let map_dir = map_dir(bpffs, first);
+    let map_dir = layout.maps(first);
     let mut maps = Vec::new();
     let pinned = (|| -> Result<()> {
         fs::create_dir_all(&map_dir)
@@ -298,40 +283,37 @@ fn load_object(bpffs: &Path, btf: Option<&Btf>, bytes: &[u8], plan: &LoadPlan) -
 }
 
 fn load_one(btf: Option<&Btf>, prog: &mut Program, spec: &ProgramSpec) -> Result<ProgramKind> {
-    let section_kind = match &*prog {
-        Program::Xdp(_) => "xdp",
-        Program::SchedClassifier(_) => "tc",
-        Program::TracePoint(_) => "tracepoint",
-        Program::KProbe(p) if matches!(p.kind(), ProbeKind::Return) => "kretprobe",
-        Program::KProbe(_) => "kprobe",
-        Program::UProbe(p) if matches!(p.kind(), ProbeKind::Return) => "uretprobe",
-        Program::UProbe(_) => "uprobe",
-        Program::FEntry(_) => "fentry",
-        Program::FExit(_) => "fexit",
-        Program::Lsm(_) => "lsm",
-        _ => "unsupported",
-    };
-    // The section decides entry or return probe (upstream's rule): a kprobe or uprobe
+    // The ELF section decides entry or return probe (upstream's rule): a kprobe or uprobe
     // request takes either flavour; the flavour is reported back.
-    let fits = match spec.kind {
-        ProgramKind::Tc | ProgramKind::Tcx => section_kind == "tc",
-        ProgramKind::Kprobe | ProgramKind::Kretprobe => section_kind.starts_with("k"),
-        ProgramKind::Uprobe | ProgramKind::Uretprobe => section_kind.starts_with("u"),
-        k => section_kind == k.as_str(),
+    let section = match &*prog {
+        Program::Xdp(_) => Some(ProgramKind::Xdp),
+        Program::SchedClassifier(_) => Some(ProgramKind::Tc),
+        Program::TracePoint(_) => Some(ProgramKind::Tracepoint),
+        Program::KProbe(p) if matches!(p.kind(), ProbeKind::Return) => Some(ProgramKind::Kretprobe),
+        Program::KProbe(_) => Some(ProgramKind::Kprobe),
+        Program::UProbe(p) if matches!(p.kind(), ProbeKind::Return) => Some(ProgramKind::Uretprobe),
+        Program::UProbe(_) => Some(ProgramKind::Uprobe),
+        Program::FEntry(_) => Some(ProgramKind::Fentry),
+        Program::FExit(_) => Some(ProgramKind::Fexit),
+        Program::Lsm(_) => Some(ProgramKind::Lsm),
+        _ => None,
     };
-    if !fits {
-        return Err(Error::invalid(format!(
-            "function '{}' is a {section_kind} program (from its ELF section), not {}; \
+    let actual = match section {
+        Some(s) if spec.kind.fits_section(s) => {
+            if matches!(s, ProgramKind::Tc) {
+                spec.kind
+            } else {
+                s
+            }
+        }
+        _ => {
+            let section_kind = section.map_or("unsupported", ProgramKind::as_str);
+            return Err(Error::invalid(format!(
+                "function '{}' is a {section_kind} program (from its ELF section), not {}; \
                  use --programs {section_kind}:{}",
-            spec.name, spec.kind, spec.name
-        )));
-    }
-    let actual = match section_kind {
-        "kretprobe" => ProgramKind::Kretprobe,
-        "kprobe" => ProgramKind::Kprobe,
-        "uretprobe" => ProgramKind::Uretprobe,
-        "uprobe" => ProgramKind::Uprobe,
-        _ => spec.kind,
+                spec.name, spec.kind, spec.name
+            )));
+        }
     };
     let what = format!("loading {} program '{}'", actual, spec.name);
     let r = match prog {
@@ -455,7 +437,8 @@ impl Kernel {
         let what = format!("attaching {} program {}", kind, prog_pin.display());
         match spec {
             AttachSpec::Xdp(hook) => netns::within(hook.netns.as_deref(), || {
-                let ifindex = ifindex(&hook.iface)?;
+                // A clear "no such interface" before aya's own error.
+                ifindex(&hook.iface)?;
                 let mut p = Xdp::from_pin(prog_pin, aya_obj::programs::XdpAttachType::Interface)
                     .map_err(|e| kerr(&what, e))?;
                 let mode = xdp_mode_of(xdp_mode)?;
@@ -470,7 +453,7 @@ impl Kernel {
                         kerr(&what, e)
                     }
                 })?;
-                pin_taken(p.take_link(id), &what, link_pin, Some(ifindex))
+                pin_taken(p.take_link(id), &what, link_pin)
             }),
             AttachSpec::Tc(hook) | AttachSpec::Tcx(hook) => {
                 netns::within(hook.netns.as_deref(), || {
@@ -486,10 +469,7 @@ impl Kernel {
                         &what,
                     )?;
                     let kernel_link_id = pin_tcx_link(&link, link_pin)?;
-                    Ok(Attached {
-                        kernel_link_id,
-                        ifindex: Some(ifindex),
-                    })
+                    Ok(Attached { kernel_link_id })
                 })
             }
             AttachSpec::Tracepoint { tracepoint } => {
@@ -513,7 +493,7 @@ impl Kernel {
                         kerr(&what, e)
                     }
                 })?;
-                pin_taken(p.take_link(id), &what, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin)
             }
             AttachSpec::Kprobe {
                 fn_name, offset, ..
@@ -538,7 +518,7 @@ impl Kernel {
                         kerr(&what, e)
                     }
                 })?;
-                pin_taken(p.take_link(id), &what, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin)
             }
             AttachSpec::Uprobe {
                 fn_name,
@@ -592,22 +572,22 @@ impl Kernel {
                         Error::kernel(format!("{what}: {msg}"))
                     }
                 })?;
-                pin_taken(p.take_link(id), &what, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin)
             }
             AttachSpec::Fentry => {
                 let mut p = FEntry::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                 let id = p.attach().map_err(|e| kerr(&what, e))?;
-                pin_taken(p.take_link(id), &what, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin)
             }
             AttachSpec::Fexit => {
                 let mut p = FExit::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                 let id = p.attach().map_err(|e| kerr(&what, e))?;
-                pin_taken(p.take_link(id), &what, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin)
             }
             AttachSpec::Lsm => {
                 let mut p = Lsm::from_pin(prog_pin).map_err(|e| kerr(&what, e))?;
                 let id = p.attach().map_err(|e| kerr(&what, e))?;
-                pin_taken(p.take_link(id), &what, link_pin, None)
+                pin_taken(p.take_link(id), &what, link_pin)
             }
         }
     }
@@ -643,19 +623,6 @@ impl Kernel {
                 .map(|()| None)
                 .map_err(|e| Error::internal(format!("removing {}: {e}", link_pin.display()))),
         }
-    }
-
-    /// The kernel program ids attached to a TCX hook, in run order.
-    pub fn tcx_programs(&self, hook: &NetHook) -> Result<Vec<u32>> {
-        netns::within(hook.netns.as_deref(), || {
-            let dir = match hook.direction.unwrap_or(Direction::Ingress) {
-                Direction::Ingress => TcAttachType::Ingress,
-                Direction::Egress => TcAttachType::Egress,
-            };
-            let (_rev, progs) = SchedClassifier::query_tcx(&hook.iface, dir)
-                .map_err(|e| kerr(format!("querying TCX on {}", hook.iface), e))?;
-            Ok(progs.iter().map(|p| p.id()).collect())
-        })
     }
 
     /// Whether an interface exists (in the hook's network namespace).
@@ -724,17 +691,17 @@ pub(crate) fn tcx_link_create(
         } else if errno == libc::EINVAL && !probe::tcx_supported() {
             Error::unsupported(format!("{what}: this kernel has no TCX (needs Linux 6.6)"))
         } else if errno == libc::ESTALE {
-            Error::precondition(format!(
+            Error::conflict(format!(
                 "{what}: the hook kept changing under other tools (expected_revision \
                  mismatch); try again"
             ))
         } else if errno == libc::ENOENT {
-            Error::precondition(format!(
+            Error::conflict(format!(
                 "{what}: the neighbouring program the order was computed from left the \
                  hook; try again"
             ))
         } else {
-            Error::kernel(format!("{what}: the BPF_LINK_CREATE syscall returned {e}"))
+            Error::syscall(format!("{what}: the BPF_LINK_CREATE syscall"), e)
         }
     })
 }
@@ -775,7 +742,6 @@ fn pin_taken<L, E>(
     taken: std::result::Result<L, aya::programs::ProgramError>,
     what: &str,
     pin: &Path,
-    ifindex: Option<u32>,
 ) -> Result<Attached>
 where
     L: TryInto<FdLink, Error = E>,
@@ -785,17 +751,14 @@ where
         .map_err(|e| kerr(what, e))?
         .try_into()
         .map_err(|e| kerr(format!("{what}: not a bpf_link"), e))?;
-    pin_link(link, pin, ifindex)
+    pin_link(link, pin)
 }
 
-fn pin_link(link: FdLink, pin: &Path, ifindex: Option<u32>) -> Result<Attached> {
+fn pin_link(link: FdLink, pin: &Path) -> Result<Attached> {
     let kernel_link_id = link.info().map(|i| i.id()).unwrap_or(0);
     link.pin(pin)
         .map_err(|e| kerr(format!("pinning link at {}", pin.display()), e))?;
-    Ok(Attached {
-        kernel_link_id,
-        ifindex,
-    })
+    Ok(Attached { kernel_link_id })
 }
 
 /// The XDP attach mode a config value names (`interfaces.<if>.xdp_mode`); `None`

@@ -53,7 +53,7 @@ struct LinkUpdate {
 
 /// Where the new program goes: before or after the program with this id, before the
 /// link with this id (a link keeps its id when its program is replaced), or last.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anchor {
     Before(u32),
     After(u32),

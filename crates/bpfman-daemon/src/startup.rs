@@ -1,9 +1,9 @@
-//! `bpfman daemon`: mounts bpffs, opens the manager (store + kernel, reconciled), and
+//! Start-up of `bpfman daemon`: mounts bpffs, opens the manager (store + kernel, reconciled), and
 //! serves the API on a unix socket until SIGTERM or SIGINT. Programs stay pinned and
 //! keep running after it exits.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -15,9 +15,8 @@ use tokio::net::UnixListener;
 use tracing::{info, warn};
 
 use crate::admission;
-
-use crate::args::DaemonArgs;
 use crate::server::Service;
+use crate::{DEFAULT_CONFIG, Options};
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
@@ -160,7 +159,8 @@ fn dir_signature(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)
     v
 }
 
-pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(args: Options) -> anyhow::Result<()> {
+    let socket = args.socket.clone();
     // Few malloc arenas: the daemon's threads are mostly idle, and per-thread arenas
     // would keep every burst's peak resident.
     #[cfg(target_env = "gnu")]
@@ -175,7 +175,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let required = args.config != Path::new("/etc/bpfman/bpfman.toml");
+    let required = args.config != Path::new(DEFAULT_CONFIG);
     let config = Config::load(&args.config, required).map_err(|e| anyhow::anyhow!("{e}"))?;
     raise_nofile();
     let paths = Paths::new(&args.runtime_dir, &socket);
@@ -189,7 +189,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         Manager::open(paths.clone(), config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(
         "reconciled store with bpffs: {} difference(s) repaired",
-        report.actions.len()
+        report.len()
     );
     for f in &manager.features().list {
         info!(
@@ -235,7 +235,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                         let m = hup_service.manager.clone();
                         let path = hup_service.config_path.clone();
                         let r = tokio::task::spawn_blocking(move || {
-                            crate::server::reload(&m, bpfman::model::Caller::daemon(), &path)
+                            m.reload_file(bpfman::model::Caller::daemon(), &path)
                         })
                         .await;
                         match r {
@@ -299,11 +299,8 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                     })
                     .await
                     {
-                        Ok(Ok(r)) if !r.actions.is_empty() => {
-                            warn!(
-                                "background reconcile repaired {} difference(s)",
-                                r.actions.len()
-                            )
+                        Ok(Ok(r)) if !r.is_empty() => {
+                            warn!("background reconcile repaired {} difference(s)", r.len())
                         }
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => warn!("background reconcile failed: {e}"),

@@ -6,13 +6,11 @@ use std::sync::Arc;
 use bpfman::image::registry::Credentials;
 use bpfman::image::{ImageRecord, PullPolicy};
 use bpfman::manager::{LinkView, ListFilter, Manager, ProgramView};
-use bpfman::model::{
-    AttachSpec, Bytecode, Caller, Direction, LoadRequest, NetHook, Program, ProgramKind,
-    ProgramSpec,
-};
+use bpfman::model::{AttachSpec, Caller, LoadRequest, Program};
 use bpfman::{Error, ErrorKind};
 use bpfman_api::ext::{self, bpfman_ext_server::BpfmanExt};
 use bpfman_api::v1::{self, bpfman_server::Bpfman};
+use bpfman_types::{metadata as keys, proto};
 use tonic::{Request, Response, Status};
 
 use crate::admission::PeerInfo;
@@ -26,31 +24,31 @@ pub struct Service {
     pub config_path: std::path::PathBuf,
 }
 
-/// Re-reads the config file and applies its policy as `who`; the old policy stays on
-/// error.
-pub fn reload(m: &Manager, who: Caller, path: &std::path::Path) -> bpfman::Result<u32> {
-    let c = bpfman::config::Config::load(path, false)?;
-    let rules = c.policy.rules.len() as u32;
-    // Check the keys before changing anything, so a bad file changes nothing.
-    bpfman::image::SignaturePolicy::from_config(&c.images.signatures)?;
-    m.reload(who, &c)?;
-    Ok(rules)
+/// The one mapping from error kinds to gRPC codes, chosen for a controller's retry loop
+/// (docs/api.md "Status codes"): UNAVAILABLE, RESOURCE_EXHAUSTED and ABORTED are safe to
+/// retry unchanged; INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION and
+/// PERMISSION_DENIED need a changed request or state; INTERNAL means "read the state".
+fn status(e: Error) -> Status {
+    let m = e.message();
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(m),
+        ErrorKind::NotFound => Status::not_found(m),
+        ErrorKind::AlreadyExists => Status::already_exists(m),
+        ErrorKind::FailedPrecondition | ErrorKind::Unsupported => Status::failed_precondition(m),
+        ErrorKind::PermissionDenied => Status::permission_denied(m),
+        // The kernel refused: a busy or interrupted call may pass later; a refusal
+        // (the verifier, an attach the hook does not take) needs a change.
+        ErrorKind::Kernel if e.is_transient() => Status::unavailable(m),
+        ErrorKind::Kernel => Status::failed_precondition(m),
+        ErrorKind::Conflict => Status::aborted(m),
+        ErrorKind::Internal => Status::internal(m),
+        ErrorKind::ResourceExhausted => Status::resource_exhausted(m),
+        ErrorKind::Cancelled => Status::cancelled(m),
+    }
 }
 
-fn status(e: Error) -> Status {
-    match e.kind() {
-        ErrorKind::InvalidArgument => Status::invalid_argument(e.message()),
-        ErrorKind::NotFound => Status::not_found(e.message()),
-        ErrorKind::AlreadyExists => Status::already_exists(e.message()),
-        ErrorKind::FailedPrecondition | ErrorKind::Unsupported => {
-            Status::failed_precondition(e.message())
-        }
-        ErrorKind::PermissionDenied => Status::permission_denied(e.message()),
-        ErrorKind::Kernel => Status::aborted(e.message()),
-        ErrorKind::Internal => Status::internal(e.message()),
-        ErrorKind::ResourceExhausted => Status::resource_exhausted(e.message()),
-        ErrorKind::Cancelled => Status::cancelled(e.message()),
-    }
+fn invalid(e: bpfman_types::Invalid) -> Status {
+    Status::invalid_argument(e.0)
 }
 
 /// The caller, from the kernel's credentials of the connection (SO_PEERCRED).
@@ -95,46 +93,10 @@ impl Service {
     }
 }
 
-fn kind_from_v1(t: i32, name: &str) -> Result<ProgramKind, Status> {
-    use v1::BpfmanProgramType as T;
-    Ok(match T::try_from(t) {
-        Ok(T::Xdp) => ProgramKind::Xdp,
-        Ok(T::Tc) => ProgramKind::Tc,
-        Ok(T::Tcx) => ProgramKind::Tcx,
-        Ok(T::Tracepoint) => ProgramKind::Tracepoint,
-        Ok(T::Kprobe) => ProgramKind::Kprobe,
-        Ok(T::Uprobe) => ProgramKind::Uprobe,
-        Ok(T::Fentry) => ProgramKind::Fentry,
-        Ok(T::Fexit) => ProgramKind::Fexit,
-        Ok(T::Lsm) => ProgramKind::Lsm,
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "program '{name}': unknown program type {t}"
-            )));
-        }
-    })
-}
-
-fn bytecode_to_v1(b: &Bytecode) -> v1::BytecodeLocation {
-    v1::BytecodeLocation {
-        location: Some(match b {
-            Bytecode::File(f) => v1::bytecode_location::Location::File(f.clone()),
-            Bytecode::Image {
-                url, pull_policy, ..
-            } => v1::bytecode_location::Location::Image(v1::BytecodeImage {
-                url: url.clone(),
-                image_pull_policy: *pull_policy,
-                username: None,
-                password: None,
-            }),
-        }),
-    }
-}
-
 fn program_info(p: &Program, links: &[u32], users: &[u32]) -> v1::ProgramInfo {
     v1::ProgramInfo {
         name: p.name.clone(),
-        bytecode: Some(bytecode_to_v1(&p.bytecode)),
+        bytecode: Some(proto::bytecode_location(&p.bytecode)),
         links: links.to_vec(),
         global_data: p.global_data.clone().into_iter().collect(),
         map_owner_id: p.map_owner_id,
@@ -144,7 +106,7 @@ fn program_info(p: &Program, links: &[u32], users: &[u32]) -> v1::ProgramInfo {
     }
 }
 
-fn kernel_info(k: &bpfman::kernel::KernelProgram) -> v1::KernelProgramInfo {
+fn kernel_info(k: &bpfman::KernelProgram) -> v1::KernelProgramInfo {
     v1::KernelProgramInfo {
         id: k.id,
         name: k.name.clone(),
@@ -166,86 +128,6 @@ fn view_info(v: &ProgramView) -> Option<v1::ProgramInfo> {
     v.program
         .as_ref()
         .map(|p| program_info(p, &v.links, &v.map_used_by))
-}
-
-fn hook(
-    iface: String,
-    priority: i32,
-    proceed_on: Vec<i32>,
-    netns: Option<String>,
-    direction: Option<&str>,
-) -> Result<NetHook, Status> {
-    let direction = match direction {
-        Some(d) => Some(d.parse::<Direction>().map_err(status)?),
-        None => None,
-    };
-    Ok(NetHook {
-        iface,
-        priority,
-        proceed_on,
-        netns: netns.filter(|n| !n.is_empty()),
-        direction,
-    })
-}
-
-fn attach_spec(info: v1::AttachInfo) -> Result<(AttachSpec, BTreeMap<String, String>), Status> {
-    use v1::attach_info::Info;
-    let info = info
-        .info
-        .ok_or_else(|| Status::invalid_argument("attach info names no attach type"))?;
-    Ok(match info {
-        Info::XdpAttachInfo(x) => (
-            AttachSpec::Xdp(hook(x.iface, x.priority, x.proceed_on, x.netns, None)?),
-            x.metadata.into_iter().collect(),
-        ),
-        Info::TcAttachInfo(x) => (
-            AttachSpec::Tc(hook(
-                x.iface,
-                x.priority,
-                x.proceed_on,
-                x.netns,
-                Some(&x.direction),
-            )?),
-            x.metadata.into_iter().collect(),
-        ),
-        Info::TcxAttachInfo(x) => (
-            AttachSpec::Tcx(hook(
-                x.iface,
-                x.priority,
-                vec![],
-                x.netns,
-                Some(&x.direction),
-            )?),
-            x.metadata.into_iter().collect(),
-        ),
-        Info::TracepointAttachInfo(x) => (
-            AttachSpec::Tracepoint {
-                tracepoint: x.tracepoint,
-            },
-            x.metadata.into_iter().collect(),
-        ),
-        Info::KprobeAttachInfo(x) => (
-            AttachSpec::Kprobe {
-                fn_name: x.fn_name,
-                offset: x.offset,
-                container_pid: x.container_pid,
-            },
-            x.metadata.into_iter().collect(),
-        ),
-        Info::UprobeAttachInfo(x) => (
-            AttachSpec::Uprobe {
-                fn_name: x.fn_name.filter(|f| !f.is_empty()),
-                offset: x.offset,
-                target: x.target,
-                pid: x.pid,
-                container_pid: x.container_pid,
-            },
-            x.metadata.into_iter().collect(),
-        ),
-        Info::FentryAttachInfo(x) => (AttachSpec::Fentry, x.metadata.into_iter().collect()),
-        Info::FexitAttachInfo(x) => (AttachSpec::Fexit, x.metadata.into_iter().collect()),
-        Info::LsmAttachInfo(x) => (AttachSpec::Lsm, x.metadata.into_iter().collect()),
-    })
 }
 
 fn link_info(v: LinkView) -> ext::LinkInfo {
@@ -292,7 +174,7 @@ fn link_info(v: LinkView) -> ext::LinkInfo {
         details.insert("ifindex".into(), i.to_string());
     }
     // What a uprobe really probes: the file (device and inode) that was opened.
-    if let Some(p) = l.metadata.get("bpfman.io/probed") {
+    if let Some(p) = l.metadata.get(keys::PROBED) {
         details.insert("probed".into(), p.clone());
     }
     ext::LinkInfo {
@@ -332,42 +214,16 @@ impl Bpfman for Service {
     ) -> Result<Response<v1::LoadResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let mut registry_auth = None;
-        let bytecode = match r.bytecode.and_then(|b| b.location) {
-            Some(v1::bytecode_location::Location::File(f)) => Bytecode::File(f),
-            Some(v1::bytecode_location::Location::Image(i)) => {
-                if let Some(u) = &i.username {
-                    registry_auth = Some((u.clone(), i.password.clone().unwrap_or_default()));
-                }
-                Bytecode::Image {
-                    url: i.url,
-                    pull_policy: i.image_pull_policy,
-                    digest: None,
-                }
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "load needs bytecode: a file or an image",
-                ));
-            }
-        };
-        let mut programs = Vec::new();
-        for info in r.info {
-            let kind = kind_from_v1(info.program_type, &info.name)?;
-            let attach_fn = info.info.and_then(|i| i.info).map(|i| match i {
-                v1::prog_specific_info::Info::FentryLoadInfo(f) => f.fn_name,
-                v1::prog_specific_info::Info::FexitLoadInfo(f) => f.fn_name,
-                v1::prog_specific_info::Info::LsmLoadInfo(l) => l.hook_name,
-            });
-            programs.push(ProgramSpec {
-                name: info.name,
-                kind,
-                attach_fn,
-            });
-        }
+        let (bytecode, registry_auth) = proto::bytecode(r.bytecode).map_err(invalid)?;
+        let programs = r
+            .info
+            .into_iter()
+            .map(proto::program_spec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
         let mut metadata: BTreeMap<String, String> = r.metadata.into_iter().collect();
         if let Some(uuid) = r.uuid {
-            metadata.insert("bpfman.io/uuid".into(), uuid);
+            metadata.insert(keys::UUID.into(), uuid);
         }
         let req = LoadRequest {
             bytecode: Some(bytecode),
@@ -410,10 +266,11 @@ impl Bpfman for Service {
     ) -> Result<Response<v1::AttachResponse>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let (spec, metadata) = attach_spec(
+        let (spec, metadata) = proto::attach_spec(
             r.attach
                 .ok_or_else(|| Status::invalid_argument("attach request has no attach info"))?,
-        )?;
+        )
+        .map_err(invalid)?;
         let id = r.id;
         let link = self
             .run(move |m| m.attach_with_metadata(who, id, spec, metadata))
@@ -463,7 +320,7 @@ impl Bpfman for Service {
             .into_inner()
             .image
             .ok_or_else(|| Status::invalid_argument("pull needs an image"))?;
-        let policy = PullPolicy::from_i32(image.image_pull_policy).map_err(status)?;
+        let policy = PullPolicy::from_i32(image.image_pull_policy).map_err(invalid)?;
         let creds = Credentials {
             username: image.username,
             password: image.password,
@@ -591,7 +448,7 @@ impl BpfmanExt for Service {
         let who = caller(&request)?;
         let path = self.config_path.clone();
         let p2 = path.clone();
-        let rules = self.run(move |m| reload(m, who, &p2)).await?;
+        let rules = self.run(move |m| m.reload_file(who, &p2)).await?;
         Ok(Response::new(ext::ReloadResponse {
             config: path.display().to_string(),
             rules,
@@ -605,7 +462,7 @@ impl BpfmanExt for Service {
         let who = caller(&request)?;
         let report = self.run(move |m| m.reconcile(who)).await?;
         Ok(Response::new(ext::ReconcileResponse {
-            actions: report.actions,
+            actions: report.actions(),
         }))
     }
 
@@ -619,7 +476,7 @@ impl BpfmanExt for Service {
     ) -> Result<Response<Self::PullImageStream>, Status> {
         let who = caller(&request)?;
         let r = request.into_inner();
-        let policy = PullPolicy::from_i32(r.image_pull_policy).map_err(status)?;
+        let policy = PullPolicy::from_i32(r.image_pull_policy).map_err(invalid)?;
         let creds = Credentials {
             username: r.username,
             password: r.password,
