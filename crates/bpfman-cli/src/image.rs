@@ -182,10 +182,11 @@ pub fn parse_labels(programs: &[String], maps: &[String]) -> anyhow::Result<Opti
         let (t, f) = p
             .split_once(':')
             .ok_or_else(|| anyhow!("malformed --programs '{p}': expected TYPE:FUNCTION"))?;
-        if t.parse::<ProgramKind>().is_err() || f.is_empty() {
-            bail!("malformed --programs '{p}': expected TYPE:FUNCTION with a known type");
-        }
-        l.programs.insert(f.to_string(), t.to_string());
+        let kind = match t.parse::<ProgramKind>() {
+            Ok(k) if !f.is_empty() => k,
+            _ => bail!("malformed --programs '{p}': expected TYPE:FUNCTION with a known type"),
+        };
+        l.programs.insert(f.to_string(), kind.as_str().to_string());
     }
     for m in maps {
         let (n, t) = m
@@ -196,6 +197,7 @@ pub fn parse_labels(programs: &[String], maps: &[String]) -> anyhow::Result<Opti
     Ok(Some(l))
 }
 
+// Long on purpose: one arm per `bpfman image` subcommand, each a few calls.
 pub async fn run(
     cmd: ImageCommand,
     socket: &std::path::Path,

@@ -101,7 +101,10 @@ impl From<tonic::Status> for Error {
     /// line.
     fn from(s: tonic::Status) -> Self {
         use std::error::Error as _;
-        let transport = matches!(s.code(), Code::Unavailable | Code::Unknown);
+        // The daemon's own UNAVAILABLE (a busy kernel) carries its message and no source;
+        // a dropped connection or a dead daemon carries the transport's error.
+        let transport = s.code() == Code::Unknown
+            || (s.code() == Code::Unavailable && (s.message().is_empty() || s.source().is_some()));
         if !s.message().is_empty() && !transport {
             return Self {
                 code: s.code(),

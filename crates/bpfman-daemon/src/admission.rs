@@ -401,7 +401,7 @@ where
         };
         info.state.started.store(true, Ordering::SeqCst);
         let l = &self.layer;
-        if caller.uid != 0 && !l.manager.knows(caller) {
+        if !l.manager.knows(caller) {
             let who = bpfman::policy::Subject::resolve(caller.uid, caller.gid);
             return reject(tonic::Status::permission_denied(format!(
                 "'{}' denied: no policy rule names {}",

@@ -3,7 +3,7 @@
 //! keep running after it exits.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -226,106 +226,17 @@ pub fn run(args: Options) -> anyhow::Result<()> {
     rt.block_on(async move {
         let group = config.api.socket_group.clone();
         let listener = bind_socket(&socket, group.as_deref())?;
-        // SIGHUP: re-read the config and apply its policy; a bad file keeps the old one.
-        let hup_service = service.clone();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        let m = hup_service.manager.clone();
-                        let path = hup_service.config_path.clone();
-                        let r = tokio::task::spawn_blocking(move || {
-                            m.reload_file(bpfman::model::Caller::daemon(), &path)
-                        })
-                        .await;
-                        match r {
-                            Ok(Ok(n)) => info!("SIGHUP: policy reloaded ({n} rules)"),
-                            Ok(Err(e)) => {
-                                warn!("SIGHUP: policy not reloaded, the old one stays: {e}")
-                            }
-                            Err(e) => warn!("SIGHUP: reload failed: {e}"),
-                        }
-                    }
-                });
-            }
-            Err(e) => warn!("cannot watch SIGHUP: {e}"),
-        }
+        watch_sighup(service.manager.clone(), service.config_path.clone());
         let max_request = config.daemon.max_request_bytes;
-        // Static programs: applied now, then whenever the directory changes (polled
-        // every 2 s), and retried with each background reconciliation.
         let programs_dir = config.daemon.programs_dir.clone();
-        {
-            let m = service.manager.clone();
-            let dir = programs_dir.clone();
-            tokio::spawn(async move {
-                let mut seen = None;
-                loop {
-                    let sig = dir_signature(&dir);
-                    if seen.as_ref() != Some(&sig) {
-                        seen = Some(sig);
-                        let (m, d) = (m.clone(), dir.clone());
-                        if let Ok(report) =
-                            tokio::task::spawn_blocking(move || bpfman::statics::apply(&m, &d))
-                                .await
-                        {
-                            for r in report {
-                                info!("programs.d: {r}");
-                            }
-                        }
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                }
-            });
-        }
-        // Background reconciliation: notices what changed behind the daemon's back.
-        let every = config.daemon.reconcile_interval_secs;
-        if every > 0 {
-            let m = service.manager.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let m = m.clone();
-                    let dir = programs_dir.clone();
-                    match tokio::task::spawn_blocking(move || {
-                        let r = m.reconcile(bpfman::model::Caller::daemon());
-                        for line in bpfman::statics::apply(&m, &dir) {
-                            if line.contains("loaded as") || line.contains("attached to") {
-                                info!("programs.d: {line}");
-                            }
-                        }
-                        r
-                    })
-                    .await
-                    {
-                        Ok(Ok(r)) if !r.is_empty() => {
-                            warn!("background reconcile repaired {} difference(s)", r.len())
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => warn!("background reconcile failed: {e}"),
-                        Err(e) => warn!("background reconcile panicked: {e}"),
-                    }
-                }
-            });
-        }
+        watch_programs_dir(service.manager.clone(), programs_dir.clone());
+        background_reconcile(
+            service.manager.clone(),
+            config.daemon.reconcile_interval_secs,
+            programs_dir,
+        );
         info!("serving on {}", socket.display());
-        let shutdown = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!("cannot watch SIGTERM: {e}");
-                        std::future::pending::<()>().await;
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            info!("shutting down; programs stay pinned and attached");
-        };
+        let shutdown = shutdown_signal();
         let incoming =
             admission::incoming(listener, limits, Arc::new(admission::Counter::default()));
         tonic::transport::Server::builder()
@@ -341,4 +252,108 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&socket);
         Ok(())
     })
+}
+
+/// SIGHUP: re-read the config and apply its policy; a bad file keeps the old one.
+fn watch_sighup(m: Arc<Manager>, config_path: PathBuf) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!("cannot watch SIGHUP: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (m, path) = (m.clone(), config_path.clone());
+            let r = tokio::task::spawn_blocking(move || {
+                m.reload_file(bpfman::model::Caller::daemon(), &path)
+            })
+            .await;
+            match r {
+                Ok(Ok(n)) => info!("SIGHUP: policy reloaded ({n} rules)"),
+                Ok(Err(e)) => warn!("SIGHUP: policy not reloaded, the old one stays: {e}"),
+                Err(e) => warn!("SIGHUP: reload failed: {e}"),
+            }
+        }
+    });
+}
+
+/// Static programs: applied now, then whenever the directory changes (polled every
+/// 2 s); `background_reconcile` retries them too.
+fn watch_programs_dir(m: Arc<Manager>, dir: PathBuf) {
+    tokio::spawn(async move {
+        let mut seen = None;
+        loop {
+            let sig = dir_signature(&dir);
+            if seen.as_ref() != Some(&sig) {
+                seen = Some(sig);
+                let (m, d) = (m.clone(), dir.clone());
+                if let Ok(report) =
+                    tokio::task::spawn_blocking(move || bpfman::statics::apply(&m, &d)).await
+                {
+                    for r in report {
+                        info!("programs.d: {r}");
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    });
+}
+
+/// Background reconciliation every `every` seconds (0: never): notices what changed
+/// behind the daemon's back, and retries the static programs.
+fn background_reconcile(m: Arc<Manager>, every: u64, programs_dir: PathBuf) {
+    if every == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let m = m.clone();
+            let dir = programs_dir.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let r = m.reconcile(bpfman::model::Caller::daemon());
+                for e in bpfman::statics::apply(&m, &dir) {
+                    // Only what changed: a retry that fails again is said once, at start.
+                    if matches!(
+                        e.kind,
+                        bpfman::statics::EventKind::Loaded | bpfman::statics::EventKind::Attached
+                    ) {
+                        info!("programs.d: {e}");
+                    }
+                }
+                r
+            })
+            .await;
+            match r {
+                Ok(Ok(r)) if !r.is_empty() => {
+                    warn!("background reconcile repaired {} difference(s)", r.len())
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!("background reconcile failed: {e}"),
+                Err(e) => warn!("background reconcile panicked: {e}"),
+            }
+        }
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot watch SIGTERM: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    info!("shutting down; programs stay pinned and attached");
 }

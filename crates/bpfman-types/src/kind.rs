@@ -9,7 +9,7 @@ use std::str::FromStr;
 use bpfman_api::v1::BpfmanProgramType as V1;
 use serde::{Deserialize, Serialize};
 
-use crate::{AttachSpec, Invalid};
+use crate::{AttachSpec, Invalid, KernelFeature};
 
 /// The kinds of program bpfman loads, named as the kernel and upstream bpfman name them.
 /// The retprobe flavours are distinct kinds here because the ELF section decides them.
@@ -50,7 +50,7 @@ struct Row {
     /// The kind of the other flavour of the same section family (entry/return), if any.
     family: &'static [ProgramKind],
     /// The kernel feature (`bpfman system info`) it needs beyond BPF itself.
-    feature: Option<&'static str>,
+    feature: Option<KernelFeature>,
     /// What the load-time target is called (kind needs one iff Some): words, placeholder.
     attach_fn: Option<(&'static str, &'static str)>,
 }
@@ -138,7 +138,7 @@ const TABLE: [Row; 11] = [
         V1::Fentry,
         KernelProgType::Tracing,
         &[K::Fentry],
-        Some("fentry"),
+        Some(KernelFeature::Fentry),
         KERNEL_FN,
     ),
     row(
@@ -147,7 +147,7 @@ const TABLE: [Row; 11] = [
         V1::Fexit,
         KernelProgType::Tracing,
         &[K::Fexit],
-        Some("fentry"),
+        Some(KernelFeature::Fentry),
         KERNEL_FN,
     ),
     row(
@@ -156,7 +156,7 @@ const TABLE: [Row; 11] = [
         V1::Lsm,
         KernelProgType::Lsm,
         &[K::Lsm],
-        Some("lsm"),
+        Some(KernelFeature::Lsm),
         Some(("LSM hook (e.g. file_open)", "HOOK")),
     ),
 ];
@@ -168,7 +168,7 @@ const fn row(
     v1: V1,
     kernel: KernelProgType,
     family: &'static [ProgramKind],
-    feature: Option<&'static str>,
+    feature: Option<KernelFeature>,
     attach_fn: Option<(&'static str, &'static str)>,
 ) -> Row {
     Row {
@@ -258,7 +258,7 @@ impl ProgramKind {
 
     /// The kernel feature (`bpfman system info`) loading a program of this kind needs
     /// beyond BPF itself.
-    pub fn feature(self) -> Option<&'static str> {
+    pub fn feature(self) -> Option<KernelFeature> {
         self.row().feature
     }
 

@@ -8,12 +8,14 @@
 
 mod attach;
 mod bytecode;
+mod feature;
 mod kind;
 pub mod metadata;
 pub mod proto;
 
 pub use attach::{AttachSpec, Direction, NetHook, ProceedOn, TC_PROCEED_ON, XDP_PROCEED_ON};
 pub use bytecode::{Bytecode, ProgramSpec, PullPolicy};
+pub use feature::KernelFeature;
 pub use kind::{KernelProgType, ProgramKind};
 
 /// A value that is not part of the vocabulary, with a message that names it and what to

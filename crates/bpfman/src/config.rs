@@ -373,9 +373,9 @@ impl Config {
                 {
                     return Err(Error::invalid(format!(
                         "config {origin}: rule '{}': program_types has '{t}', which is not a \
-                         program type (use xdp, tc, tcx, tracepoint, kprobe, kretprobe, \
-                         uprobe, uretprobe, fentry, fexit, lsm)",
-                        r.name
+                         program type (use {})",
+                        r.name,
+                        crate::model::ProgramKind::names()
                     )));
                 }
             }

@@ -72,7 +72,10 @@ impl Error {
     /// specific meaning is a kernel failure, not the daemon's own.
     pub fn syscall(op: impl Into<String>, e: std::io::Error) -> Self {
         let mut err = Self::io(op, e);
-        if err.kind == ErrorKind::Internal {
+        // Busy or interrupted: the kernel's failure, and retryable (`is_transient`).
+        if err.kind == ErrorKind::Internal
+            || matches!(err.errno, Some(libc::EBUSY | libc::EAGAIN | libc::EINTR))
+        {
             err.kind = ErrorKind::Kernel;
         }
         err

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use bpfman_types::{
-    AttachSpec, Bytecode, Direction, NetHook, ProceedOn, ProgramKind, ProgramSpec,
+    AttachSpec, Bytecode, Direction, KernelFeature, NetHook, ProceedOn, ProgramKind, ProgramSpec,
 };
 
 /// Who asked: taken from the kernel (SO_PEERCRED), never from the request.
@@ -62,6 +62,10 @@ pub struct Program {
     pub created_at: String,
     /// Kernel tag (hex), to recognise the program after a restart.
     pub tag: String,
+    /// Whether the program accepts multi-buffer XDP packets (`xdp.frags`), as its ELF
+    /// said at load; `None` for records written before bpfman recorded it.
+    #[serde(default)]
+    pub xdp_frags: Option<bool>,
 }
 
 /// An attachment of a program, with the daemon-assigned link id.

@@ -225,10 +225,70 @@ fn digest(p: &StaticProgram) -> String {
     hex::encode(&Sha256::digest(&json)[..12])
 }
 
+/// What one step of [`apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Loaded,
+    Attached,
+    Unloaded,
+    /// Left as it is (and why).
+    Kept,
+    Failed,
+}
+
+/// One entry of what [`apply`] did: typed for logs and metrics, with the sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub text: String,
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The events of one [`apply`].
+#[derive(Debug, Default)]
+pub struct Report(pub Vec<Event>);
+
+impl Report {
+    fn push(&mut self, kind: EventKind, text: String) {
+        self.0.push(Event { kind, text });
+    }
+    fn loaded(&mut self, t: String) {
+        self.push(EventKind::Loaded, t)
+    }
+    fn attached(&mut self, t: String) {
+        self.push(EventKind::Attached, t)
+    }
+    fn unloaded(&mut self, t: String) {
+        self.push(EventKind::Unloaded, t)
+    }
+    fn kept(&mut self, t: String) {
+        self.push(EventKind::Kept, t)
+    }
+    fn failed(&mut self, t: String) {
+        self.push(EventKind::Failed, t)
+    }
+}
+
+impl IntoIterator for Report {
+    type Item = Event;
+    type IntoIter = std::vec::IntoIter<Event>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+// Long on purpose: the whole comparison of declared and loaded programs in one pass
+// (read declarations, find duplicates, unload the changed or removed, load and attach
+// the new), each step using what the one before found.
 /// Brings the loaded static programs in line with the files in `dir`. Returns what it
 /// did and what failed (a bad file changes nothing of what it declared before).
-pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
-    let mut report = Vec::new();
+pub fn apply(m: &Manager, dir: &Path) -> Report {
+    let mut report = Report::default();
     let root = Caller {
         uid: 0,
         gid: 0,
@@ -246,7 +306,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
                 match e {
                     Ok(e) => v.push(e.path()),
                     Err(e) => {
-                        report.push(format!(
+                        report.failed(format!(
                             "reading {}: {e}; every static program is left as it is",
                             dir.display()
                         ));
@@ -258,7 +318,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            report.push(format!(
+            report.failed(format!(
                 "reading {}: {e}; every static program is left as it is",
                 dir.display()
             ));
@@ -283,7 +343,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
                 }
             }
             Err(e) => {
-                report.push(format!("{e}; its programs are left as they are"));
+                report.failed(format!("{e}; its programs are left as they are"));
                 broken_files.push(format!("{stem}/"));
             }
         }
@@ -291,7 +351,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
     let current = match m.list(root, &ListFilter::default()) {
         Ok(v) => v,
         Err(e) => {
-            report.push(format!("listing programs: {e}"));
+            report.failed(format!("listing programs: {e}"));
             return report;
         }
     };
@@ -315,7 +375,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
     }
     for (key, ids) in &duplicated {
         let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        report.push(format!(
+        report.kept(format!(
             "static program {key}: loaded {} times (programs {}); nothing is done for it \
              until root unloads the extra ones",
             ids.len(),
@@ -333,7 +393,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
         let keep = declared.get(key).is_some_and(|(_, nd)| nd == d);
         if !keep {
             match m.unload(root, *id) {
-                Ok(()) => report.push(format!(
+                Ok(()) => report.unloaded(format!(
                     "static program {key} (id {id}): {}; unloaded",
                     if declared.contains_key(key) {
                         "its declaration changed"
@@ -343,7 +403,7 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
                 )),
                 Err(e) => {
                     stuck.insert(key.clone());
-                    report.push(format!(
+                    report.failed(format!(
                         "static program {key}: unloading {id}: {e}; its new declaration is \
                          not loaded until the old program is gone"
                     ))
@@ -373,20 +433,20 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
                 let req = match load_request(p, key, d) {
                     Ok(r) => r,
                     Err(e) => {
-                        report.push(format!("static program {key}: {e}"));
+                        report.failed(format!("static program {key}: {e}"));
                         continue;
                     }
                 };
                 match m.load(root, req) {
                     Ok(progs) => match progs.first() {
                         Some(prog) => {
-                            report.push(format!("static program {key}: loaded as {}", prog.id));
+                            report.loaded(format!("static program {key}: loaded as {}", prog.id));
                             prog.id
                         }
                         None => continue,
                     },
                     Err(e) => {
-                        report.push(format!("static program {key}: loading failed: {e}"));
+                        report.failed(format!("static program {key}: loading failed: {e}"));
                         continue;
                     }
                 }
@@ -396,17 +456,17 @@ pub fn apply(m: &Manager, dir: &Path) -> Vec<String> {
             let spec = match attach_spec(a) {
                 Ok(s) => s,
                 Err(e) => {
-                    report.push(format!("static program {key}: {e}"));
+                    report.failed(format!("static program {key}: {e}"));
                     continue;
                 }
             };
             let target = spec.target();
             match m.attach(root, id, spec) {
-                Ok(l) => report.push(format!(
+                Ok(l) => report.attached(format!(
                     "static program {key}: attached to {target} (link {})",
                     l.id
                 )),
-                Err(e) => report.push(format!(
+                Err(e) => report.failed(format!(
                     "static program {key}: attaching to {target} failed (tried again later): {e}"
                 )),
             }

@@ -63,6 +63,8 @@ const MIGRATIONS: &[&str] = &[
         link_pin       TEXT    NOT NULL,               -- the hook's own attachment
         program_id     INTEGER NOT NULL DEFAULT 0      -- kernel id of the dispatcher
     );",
+    // 3: what the ELF said about multi-buffer XDP, recorded at load (NULL: not recorded).
+    "ALTER TABLE programs ADD COLUMN xdp_frags INTEGER;",
 ];
 
 /// The store. One connection, opened once; each call holds it only for its SQL.
@@ -98,7 +100,8 @@ fn unhex_map(m: BTreeMap<String, String>) -> BTreeMap<String, Vec<u8>> {
 }
 
 const PROGRAM_COLS: &str = "id, name, kind, bytecode, attach_fn, global_data, metadata, \
-    map_owner_id, map_pin_path, maps, pin_path, owner_uid, owner_gid, owner_pid, created_at, tag";
+    map_owner_id, map_pin_path, maps, pin_path, owner_uid, owner_gid, owner_pid, created_at, tag, \
+    xdp_frags";
 
 const LINK_COLS: &str = "id, program_id, spec, ifindex, kernel_link_id, pin_path, metadata, \
     owner_uid, owner_gid, owner_pid, created_at, position, hook";
@@ -130,6 +133,7 @@ fn program_from_row(r: &Row<'_>) -> rusqlite::Result<Program> {
         },
         created_at: r.get(14)?,
         tag: r.get(15)?,
+        xdp_frags: r.get(16)?,
     })
 }
 
@@ -262,7 +266,7 @@ impl Store {
                 tx.execute(
                     &format!(
                         "INSERT INTO programs ({PROGRAM_COLS}) VALUES \
-                         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
                     ),
                     params![
                         p.id,
@@ -281,6 +285,7 @@ impl Store {
                         p.owner.pid,
                         p.created_at,
                         p.tag,
+                        p.xdp_frags,
                     ],
                 )?;
             }
@@ -529,6 +534,7 @@ mod tests {
             },
             created_at: "2026-01-01T00:00:00Z".into(),
             tag: "00".into(),
+            xdp_frags: Some(false),
         }
     }
 

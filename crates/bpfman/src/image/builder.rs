@@ -55,7 +55,7 @@ fn build_one(
     };
     if labels.programs.is_empty() {
         return Err(Error::invalid(format!(
-            "{what} holds no program bpfman can load (xdp, tc, tracepoint, kprobe, uprobe, \
+            "{what} holds no program bpfman can load (xdp, tc, tracepoint, kprobe, uprobe, lsm, \
              fentry, fexit sections)"
         )));
     }

@@ -288,6 +288,8 @@ pub fn labels_to_map(labels: &Labels) -> Result<BTreeMap<String, String>> {
 pub struct ElfInfo {
     pub labels: Labels,
     pub little_endian: bool,
+    /// XDP functions whose section is `xdp.frags` (they accept multi-buffer packets).
+    pub xdp_frags: std::collections::BTreeSet<String>,
 }
 
 fn map_type_name(t: u32) -> String {
@@ -379,7 +381,11 @@ pub fn inspect_elf(bytes: &[u8], what: &str) -> Result<ElfInfo> {
         })?
         .map_err(|e| Error::invalid(format!("{what}: not a valid eBPF object: {e}")))?;
     let mut labels = Labels::default();
+    let mut xdp_frags = std::collections::BTreeSet::new();
     for (name, p) in &obj.programs {
+        if matches!(p.section, S::Xdp { frags: true, .. }) {
+            xdp_frags.insert(name.clone());
+        }
         let t = match &p.section {
             S::Xdp { .. } => ProgramKind::Xdp,
             S::SchedClassifier => ProgramKind::Tc,
@@ -406,6 +412,7 @@ pub fn inspect_elf(bytes: &[u8], what: &str) -> Result<ElfInfo> {
     Ok(ElfInfo {
         labels,
         little_endian,
+        xdp_frags,
     })
 }
 

@@ -446,6 +446,9 @@ impl ImageService {
         Ok(rec)
     }
 
+    // Long on purpose: the pull in the order the registry protocol and the trust
+    // argument need (resolve, manifest or index, this host's manifest, signature, config,
+    // bytecode layer, verify, store), each step's checks beside it.
     async fn fetch(
         &self,
         reference: &Reference,

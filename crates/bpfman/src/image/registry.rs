@@ -220,20 +220,26 @@ pub fn map_err(e: OciDistributionError, what: &str, reference: &Reference) -> Er
             reference.whole()
         )),
         OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{:?}", e.code))
-                .collect();
+            use oci_client::errors::OciErrorCode as C;
             let text: Vec<String> = envelope.errors.iter().map(|e| e.message.clone()).collect();
-            let joined = codes.join(",").to_uppercase();
-            if joined.contains("UNKNOWN") {
+            let any = |f: fn(&C) -> bool| envelope.errors.iter().any(|e| f(&e.code));
+            if any(|c| {
+                matches!(
+                    c,
+                    C::BlobUnknown
+                        | C::BlobUploadUnknown
+                        | C::ManifestBlobUnknown
+                        | C::ManifestUnknown
+                        | C::NameUnknown
+                        | C::NotFound
+                )
+            }) {
                 Error::not_found(format!(
                     "{what}: {} is not in registry {registry} ({}); check the repository and tag",
                     reference.whole(),
                     text.join("; ")
                 ))
-            } else if joined.contains("UNAUTHORIZED") || joined.contains("DENIED") {
+            } else if any(|c| matches!(c, C::Unauthorized | C::Denied)) {
                 Error::denied(format!(
                     "{what}: registry {registry} refused access ({}); give credentials with \
                      --registry-auth BASE64(USER:PASSWORD)",
@@ -320,7 +326,13 @@ pub async fn fetch_blob(
     progress(0, desc.size);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            if e.to_string().to_lowercase().contains("digest") {
+            let mismatch = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
+                .is_some_and(|d| {
+                    matches!(d, oci_client::errors::DigestError::VerificationError { .. })
+                });
+            if mismatch {
                 return Error::invalid(format!(
                     "{what}: blob {} does not match its digest ({e}); nothing was stored",
                     desc.digest

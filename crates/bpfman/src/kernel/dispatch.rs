@@ -143,8 +143,7 @@ impl Kernel {
             ifindex(&hook.iface)?;
             let at = tc_attach_type(hook);
             if let Err(e) = aya::programs::tc::qdisc_add_clsact(&hook.iface)
-                && !super::has_errno(&e, libc::EEXIST)
-                && !e.to_string().contains("exists")
+                && !clsact_exists(&e)
             {
                 return Err(kerr(
                     format!("adding the clsact qdisc to {}", hook.iface),
@@ -433,6 +432,16 @@ impl Kernel {
 
     /// The slot function extensions are loaded against in [`Kernel::ext_target`].
     pub const EXT_TARGET_SLOT: &'static str = "prog0";
+}
+
+/// Whether adding the clsact qdisc failed only because it is there already.
+fn clsact_exists(e: &aya::programs::tc::TcError) -> bool {
+    use aya::programs::tc::TcError;
+    match e {
+        TcError::AlreadyAttached => true,
+        TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
+        other => super::has_errno(other, libc::EEXIST),
+    }
 }
 
 /// Creates the directory of `pin` and returns `pin`.

@@ -7,7 +7,7 @@ use aya::programs::tc::TcAttachType;
 use aya::programs::{Extension, FEntry, Lsm, SchedClassifier, Xdp};
 use aya::{Btf, EbpfLoader};
 
-use crate::model::Feature;
+use crate::model::{Feature, KernelFeature};
 
 static PROBE_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe.bpf.o"));
 
@@ -22,13 +22,15 @@ pub struct Features {
 }
 
 impl Features {
-    pub fn has(&self, name: &str) -> bool {
-        self.list.iter().any(|f| f.name == name && f.supported)
-    }
-    pub fn detail(&self, name: &str) -> String {
+    pub fn has(&self, feature: KernelFeature) -> bool {
         self.list
             .iter()
-            .find(|f| f.name == name)
+            .any(|f| f.name == feature.as_str() && f.supported)
+    }
+    pub fn detail(&self, feature: KernelFeature) -> String {
+        self.list
+            .iter()
+            .find(|f| f.name == feature.as_str())
             .map(|f| f.detail.clone())
             .unwrap_or_default()
     }
@@ -47,7 +49,8 @@ pub fn kprobes_supported() -> bool {
     *KPROBES.get_or_init(|| Path::new("/sys/bus/event_source/devices/kprobe").exists())
 }
 
-fn feature(name: &str, r: Result<String, String>) -> Feature {
+fn feature(name: KernelFeature, r: Result<String, String>) -> Feature {
+    let name = name.as_str();
     match r {
         Ok(detail) => Feature {
             name: name.into(),
@@ -179,7 +182,7 @@ pub fn probe(bpffs: &Path) -> Features {
     let btf = Btf::from_sys_fs().ok();
     let mut list = vec![
         feature(
-            "bpffs",
+            KernelFeature::Bpffs,
             if is_bpffs(bpffs) {
                 Ok(format!("mounted at {}", bpffs.display()))
             } else {
@@ -187,16 +190,16 @@ pub fn probe(bpffs: &Path) -> Features {
             },
         ),
         feature(
-            "btf",
+            KernelFeature::Btf,
             btf.as_ref()
                 .map(|_| "kernel BTF at /sys/kernel/btf/vmlinux".to_string())
                 .ok_or_else(|| "no /sys/kernel/btf/vmlinux".to_string()),
         ),
-        feature("freplace", probe_freplace()),
-        feature("fentry", probe_fentry(btf.as_ref())),
-        feature("lsm", probe_lsm(btf.as_ref())),
+        feature(KernelFeature::Freplace, probe_freplace()),
+        feature(KernelFeature::Fentry, probe_fentry(btf.as_ref())),
+        feature(KernelFeature::Lsm, probe_lsm(btf.as_ref())),
         feature(
-            "kprobe",
+            KernelFeature::Kprobe,
             if kprobes_supported() {
                 Ok("kprobe PMU present".into())
             } else {
@@ -204,7 +207,7 @@ pub fn probe(bpffs: &Path) -> Features {
             },
         ),
         feature(
-            "uprobe",
+            KernelFeature::Uprobe,
             if Path::new("/sys/bus/event_source/devices/uprobe").exists() {
                 Ok("uprobe PMU present".into())
             } else {
@@ -212,7 +215,7 @@ pub fn probe(bpffs: &Path) -> Features {
             },
         ),
         feature(
-            "tcx",
+            KernelFeature::Tcx,
             if tcx_supported() {
                 Ok("BPF_PROG_QUERY on a TCX hook works (Linux 6.6+)".into())
             } else {
@@ -220,7 +223,7 @@ pub fn probe(bpffs: &Path) -> Features {
             },
         ),
         feature(
-            "xdp_link",
+            KernelFeature::XdpLink,
             if version_at_least(&release, 5, 9) {
                 Ok("XDP bpf_link (Linux 5.9+)".into())
             } else {

@@ -3,6 +3,30 @@
 
 use super::*;
 
+/// The record of an attach before the kernel is touched: no id, no pin yet.
+pub(super) fn intent(
+    caller: Caller,
+    program_id: u32,
+    spec: AttachSpec,
+    ifindex: Option<u32>,
+    hook: Option<HookKey>,
+    metadata: BTreeMap<String, String>,
+) -> Link {
+    Link {
+        id: 0,
+        program_id,
+        spec,
+        ifindex,
+        kernel_link_id: 0,
+        pin_path: String::new(),
+        metadata,
+        owner: caller,
+        created_at: now_rfc3339(),
+        position: 0,
+        hook,
+    }
+}
+
 impl Manager {
     /// Attaches a loaded program; returns the new link.
     pub fn attach(&self, caller: Caller, program_id: u32, spec: AttachSpec) -> Result<Link> {
@@ -277,6 +301,56 @@ impl Manager {
         Ok(link)
     }
 
+    /// Checks a direct (not dispatched) network attach against what the hook runs, and
+    /// where it goes: XDP takes one program; TC and TCX order by priority.
+    fn direct_order(
+        &self,
+        spec: &AttachSpec,
+        hook: Option<&HookKey>,
+        on_hook: &[Link],
+        program_id: u32,
+    ) -> Result<(i32, Option<TcxAnchor>)> {
+        match spec {
+            AttachSpec::Xdp(h) => {
+                if let Some(l) = on_hook.first() {
+                    return Err(Error::exists(format!(
+                        "interface {} already has XDP program {} attached (link {}); several XDP \
+                         programs on one interface need the XDP dispatcher, which needs the \
+                         kernel feature 'freplace' that this kernel lacks ({}); detach it first",
+                        h.iface,
+                        l.program_id,
+                        l.id,
+                        self.features.detail(KernelFeature::Freplace)
+                    )));
+                }
+            }
+            AttachSpec::Tc(h) | AttachSpec::Tcx(h) => {
+                if on_hook.iter().any(|l| l.program_id == program_id) {
+                    return Err(Error::exists(format!(
+                        "program {program_id} is already attached to {} {}",
+                        h.iface,
+                        h.direction.map(|d| d.as_str()).unwrap_or("ingress")
+                    )));
+                }
+                let direct: Vec<&Link> = on_hook
+                    .iter()
+                    .filter(|l| self.dispatch_kind(&l.spec).is_none())
+                    .collect();
+                let dispatcher_link = match hook {
+                    Some(k) => self.store.dispatcher(k)?.and_then(|d| match d.attachment {
+                        HookAttachment::Link(p) => self.kernel.link_id(&p),
+                        HookAttachment::TcFilter(_) => None,
+                    }),
+                    None => None,
+                };
+                let order = plan::tcx_order(&direct, h.priority, dispatcher_link);
+                return Ok((order.position, order.anchor));
+            }
+            _ => {}
+        }
+        Ok((0, None))
+    }
+
     pub(super) fn attach_locked(
         &self,
         caller: Caller,
@@ -287,8 +361,10 @@ impl Manager {
     ) -> Result<Link> {
         let program_id = p.id;
         match &spec {
-            AttachSpec::Tcx(_) => self.require("tcx", "attaching tcx programs")?,
-            AttachSpec::Kprobe { .. } => self.require("kprobe", "attaching kprobes")?,
+            AttachSpec::Tcx(_) => self.require(KernelFeature::Tcx, "attaching tcx programs")?,
+            AttachSpec::Kprobe { .. } => {
+                self.require(KernelFeature::Kprobe, "attaching kprobes")?
+            }
             _ => {}
         }
 
@@ -310,8 +386,6 @@ impl Manager {
             Some(k) => self.store.links_on_hook(k)?,
             None => Vec::new(),
         };
-        let mut tcx_anchor = None;
-        let mut position = 0;
         if let (Some(h), Some(kind)) = (spec.net_hook(), self.dispatch_kind(&spec)) {
             let hook = hook.ok_or_else(|| Error::internal("network attach without a hook key"))?;
             let on_hook = on_hook
@@ -330,59 +404,13 @@ impl Manager {
                 kind,
             );
         }
-        match &spec {
-            AttachSpec::Xdp(h) => {
-                if let Some(l) = on_hook.first() {
-                    return Err(Error::exists(format!(
-                        "interface {} already has XDP program {} attached (link {}); several XDP \
-                         programs on one interface need the XDP dispatcher, which needs the \
-                         kernel feature 'freplace' that this kernel lacks ({}); detach it first",
-                        h.iface,
-                        l.program_id,
-                        l.id,
-                        self.features.detail("freplace")
-                    )));
-                }
-            }
-            AttachSpec::Tc(h) | AttachSpec::Tcx(h) => {
-                if on_hook.iter().any(|l| l.program_id == program_id) {
-                    return Err(Error::exists(format!(
-                        "program {program_id} is already attached to {} {}",
-                        h.iface,
-                        h.direction.map(|d| d.as_str()).unwrap_or("ingress")
-                    )));
-                }
-                let direct: Vec<&Link> = on_hook
-                    .iter()
-                    .filter(|l| self.dispatch_kind(&l.spec).is_none())
-                    .collect();
-                let dispatcher_link = match &hook {
-                    Some(k) => self.store.dispatcher(k)?.and_then(|d| match d.attachment {
-                        HookAttachment::Link(p) => self.kernel.link_id(&p),
-                        HookAttachment::TcFilter(_) => None,
-                    }),
-                    None => None,
-                };
-                let order = plan::tcx_order(&direct, h.priority, dispatcher_link);
-                position = order.position;
-                tcx_anchor = order.anchor;
-            }
-            _ => {}
-        }
+        let (position, tcx_anchor) =
+            self.direct_order(&spec, hook.as_ref(), &on_hook, program_id)?;
 
         // Record intent, then touch the kernel, then record the result.
         let mut link = Link {
-            id: 0,
-            program_id,
-            spec: spec.clone(),
-            ifindex,
-            kernel_link_id: 0,
-            pin_path: String::new(),
-            metadata,
-            owner: caller,
-            created_at: now_rfc3339(),
             position,
-            hook,
+            ..intent(caller, program_id, spec.clone(), ifindex, hook, metadata)
         };
         let id = self.store.insert_link(&link)?;
         fault::point("attach.intent");

@@ -36,7 +36,7 @@ impl Manager {
                 kind.as_str()
             )));
         }
-        if !on_hook.is_empty() && !self.features.has("freplace") {
+        if !on_hook.is_empty() && !self.features.has(KernelFeature::Freplace) {
             return Err(Error::unsupported(format!(
                 "{what} already has {} program {} attached (link {}); several programs on one \
                  hook need the dispatcher, which needs the kernel feature 'freplace' that this \
@@ -44,7 +44,7 @@ impl Manager {
                 kind.as_str(),
                 on_hook[0].program_id,
                 on_hook[0].id,
-                self.features.detail("freplace")
+                self.features.detail(KernelFeature::Freplace)
             )));
         }
         if on_hook.iter().any(|l| l.program_id == p.id) {
@@ -53,19 +53,7 @@ impl Manager {
                 p.id
             )));
         }
-        let mut link = Link {
-            id: 0,
-            program_id: p.id,
-            spec,
-            ifindex,
-            kernel_link_id: 0,
-            pin_path: String::new(),
-            metadata,
-            owner: caller,
-            created_at: now_rfc3339(),
-            position: 0,
-            hook: Some(hook),
-        };
+        let mut link = intent(caller, p.id, spec, ifindex, Some(hook), metadata);
         let id = self.store.insert_link(&link)?;
         fault::point("attach.intent");
         link.id = id;
@@ -82,7 +70,7 @@ impl Manager {
         fault::point("attach.pinned");
         // The link's pin: its extension, or (no freplace: a lone program runs directly
         // and never needs one) the program's own pin.
-        let pin_s = if self.bpffs.present(&ext_pin)? {
+        let pin_s = if self.bpffs.present(&ext_pin).unwrap_or(false) {
             ext_pin.display().to_string()
         } else {
             p.pin_path.clone()
@@ -102,8 +90,8 @@ impl Manager {
     pub(super) fn dispatch_kind(&self, spec: &AttachSpec) -> Option<HookKind> {
         plan::dispatch_kind(
             spec,
-            self.features.has("freplace"),
-            self.features.has("tcx"),
+            self.features.has(KernelFeature::Freplace),
+            self.features.has(KernelFeature::Tcx),
         )
     }
 
@@ -197,7 +185,12 @@ impl Manager {
         })?;
         fault::point("rebuild.recorded");
         // Every older revision goes (normally one; more after a crash mid-rebuild).
-        for (name, path) in self.bpffs.entries(&self.bpffs.dispatcher_dir(hook))? {
+        // The swap is done: a listing that fails leaves old revisions for reconciliation.
+        let listed = self.bpffs.entries(&self.bpffs.dispatcher_dir(hook));
+        if let Err(e) = &listed {
+            warn!("dispatcher {hook}: old revisions stay: {e}");
+        }
+        for (name, path) in listed.unwrap_or_default() {
             if name.parse::<u32>().is_ok_and(|r| r != rev)
                 && let Err(e) = self.bpffs.remove(&path)
             {
@@ -218,7 +211,7 @@ impl Manager {
     /// a dispatcher later. Returns the extensions made now (removed again on failure).
     fn ready_extensions(&self, links: &[Link], kind: HookKind) -> Result<Vec<PathBuf>> {
         let mut fresh = Vec::new();
-        if !self.features.has("freplace") {
+        if !self.features.has(KernelFeature::Freplace) {
             return Ok(fresh);
         }
         for l in links {
@@ -297,7 +290,7 @@ impl Manager {
                     .install_xdp(h, prog, &hook_link, self.xdp_mode(&h.iface))?;
                 Ok(HookAttachment::Link(hook_link))
             }
-            HookKind::Tc if self.features.has("tcx") => {
+            HookKind::Tc if self.features.has(KernelFeature::Tcx) => {
                 self.kernel.install_tc_link(h, prog, &hook_link)?;
                 Ok(HookAttachment::Link(hook_link))
             }
@@ -324,22 +317,18 @@ impl Manager {
         }
     }
 
-    /// Whether an XDP program declares multi-buffer support (ELF section `xdp.frags`),
-    /// read from its bytecode once and remembered.
+    /// Whether an XDP program declares multi-buffer support (ELF section `xdp.frags`):
+    /// recorded at load; read from the bytecode again only for records from before
+    /// bpfman recorded it.
     pub(super) fn supports_frags(&self, p: &Program) -> bool {
-        if let Some(v) = self.frags.lock().ok().and_then(|m| m.get(&p.id).copied()) {
+        if let Some(v) = p.xdp_frags {
             return v;
         }
-        let v = self
-            .bytecode_of(p)
+        self.bytecode_of(p)
             .ok()
             .and_then(|b| aya_obj::Object::parse(&b).ok())
             .and_then(|o| o.programs.get(&p.name).map(|x| x.section.clone()))
-            .is_some_and(|s| matches!(s, aya_obj::ProgramSection::Xdp { frags: true, .. }));
-        if let Ok(mut m) = self.frags.lock() {
-            m.insert(p.id, v);
-        }
-        v
+            .is_some_and(|s| matches!(s, aya_obj::ProgramSection::Xdp { frags: true, .. }))
     }
 
     /// A loaded program's bytecode again: its file, or its image from the cache (pulled

@@ -5,6 +5,8 @@
 use super::*;
 
 impl Manager {
+    // Long on purpose: every check of a load request before any state is read (names,
+    // metadata, globals, the policy decision, quota reserved with its check).
     /// Loads programs from one object. Nothing is attached.
     pub fn load(&self, caller: Caller, req: LoadRequest) -> Result<Vec<Program>> {
         let who = self.precheck(caller, Action::Load, "load")?;
@@ -136,21 +138,18 @@ impl Manager {
         r
     }
 
-    pub(super) fn load_allowed(
+    /// The bytecode of a load, read as the caller (a file, within the rule's directories
+    /// and the in-flight budget) or from the image cache (pulled under the caller's pull
+    /// slots, signature policy applied), and where it came from as recorded.
+    fn bytecode_for_load(
         &self,
         caller: Caller,
         who: &Subject,
         decision: &Decision,
         req: &LoadRequest,
-        bytecode: Bytecode,
-    ) -> Result<Vec<Program>> {
-        // What this kernel cannot load is said once the caller is allowed to ask.
-        for p in &req.programs {
-            if let Some(feature) = p.kind.feature() {
-                self.require(feature, &format!("loading {} program '{}'", p.kind, p.name))?;
-            }
-        }
-        let (bytes, bytecode) = match &bytecode {
+        bytecode: &Bytecode,
+    ) -> Result<(access::Bytes, Bytecode)> {
+        Ok(match bytecode {
             Bytecode::File(f) => {
                 let path = Path::new(f);
                 let confine = file_confine(decision.grant.as_ref(), path)?;
@@ -210,41 +209,63 @@ impl Manager {
                     },
                 )
             }
+        })
+    }
+
+    /// The program whose maps a load shares: the one asked for, or its own map owner;
+    /// another user's only with `manage_others`.
+    fn map_owner(&self, caller: Caller, decision: &Decision, id: u32) -> Result<Program> {
+        // Map sharing: use the maps of the owner (or of the owner's own owner).
+        let p = self.store.program(id)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "map owner program {id} is not loaded by bpfman (see `bpfman list programs`)"
+            ))
+        })?;
+        let root = match p.map_owner_id {
+            Some(root) => self
+                .store
+                .program(root)?
+                .ok_or_else(|| Error::internal(format!("map owner {root} of {id} is missing")))?,
+            None => p,
         };
+        // Checked again now that nothing can change under us (the owner's map
+        // directory is locked until this load's rows are in: an unload of the
+        // owner checks for users under the same lock).
+        if caller.uid != 0
+            && root.owner.uid != caller.uid
+            && !decision.grant.as_ref().is_some_and(|g| g.manage_others)
+        {
+            return Err(Error::denied(format!(
+                "map owner program {} belongs to another user",
+                root.id
+            )));
+        }
+        Ok(root)
+    }
+
+    pub(super) fn load_allowed(
+        &self,
+        caller: Caller,
+        who: &Subject,
+        decision: &Decision,
+        req: &LoadRequest,
+        bytecode: Bytecode,
+    ) -> Result<Vec<Program>> {
+        // What this kernel cannot load is said once the caller is allowed to ask.
+        for p in &req.programs {
+            if let Some(feature) = p.kind.feature() {
+                self.require(feature, &format!("loading {} program '{}'", p.kind, p.name))?;
+            }
+        }
+        let (bytes, bytecode) = self.bytecode_for_load(caller, who, decision, req, &bytecode)?;
         // Parse the object ourselves first: a malformed one gets a clear error here
         // rather than reaching the kernel loader.
-        crate::image::format::inspect_elf(&bytes, "the bytecode")?;
+        let elf = crate::image::format::inspect_elf(&bytes, "the bytecode")?;
         let _gate = self.gate_shared()?;
 
-        // Map sharing: use the maps of the owner (or of the owner's own owner).
         let owner = match req.map_owner_id {
             None => None,
-            Some(id) => {
-                let p = self.store.program(id)?.ok_or_else(|| {
-                    Error::not_found(format!(
-                        "map owner program {id} is not loaded by bpfman (see `bpfman list programs`)"
-                    ))
-                })?;
-                let root = match p.map_owner_id {
-                    Some(root) => self.store.program(root)?.ok_or_else(|| {
-                        Error::internal(format!("map owner {root} of {id} is missing"))
-                    })?,
-                    None => p,
-                };
-                // Checked again now that nothing can change under us (the owner's map
-                // directory is locked until this load's rows are in: an unload of the
-                // owner checks for users under the same lock).
-                if caller.uid != 0
-                    && root.owner.uid != caller.uid
-                    && !decision.grant.as_ref().is_some_and(|g| g.manage_others)
-                {
-                    return Err(Error::denied(format!(
-                        "map owner program {} belongs to another user",
-                        root.id
-                    )));
-                }
-                Some(root)
-            }
+            Some(id) => Some(self.map_owner(caller, decision, id)?),
         };
         let maps_lock = owner
             .as_ref()
@@ -262,7 +283,7 @@ impl Manager {
                 .zip(shared_dir)
                 .map(|(o, d)| (d, o.maps.clone())),
         };
-        let loaded = self.kernel.load(bytes, plan)?;
+        let loaded = self.kernel.load(Box::new(bytes), plan)?;
         fault::point("load.pinned");
 
         let created_at = now_rfc3339();
@@ -287,6 +308,7 @@ impl Manager {
                 owner: caller,
                 created_at: created_at.clone(),
                 tag: k.tag.clone(),
+                xdp_frags: Some(elf.xdp_frags.contains(&spec.name)),
             })
             .collect();
         if let Err(e) = self.store.insert_programs(&programs) {
@@ -383,9 +405,6 @@ impl Manager {
         // one directory); a crash before this leaves a directory no record names, which
         // reconciliation removes.
         self.store.delete_program(id)?;
-        if let Ok(mut f) = self.frags.lock() {
-            f.remove(&id);
-        }
         if self
             .store
             .programs_with_map_dir(&p.map_pin_path)?

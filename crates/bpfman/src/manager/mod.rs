@@ -28,11 +28,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fault;
 use crate::image::registry::Credentials;
 use crate::image::{ImageRecord, ImageService, Progress, PullPolicy, SignaturePolicy};
+use crate::kernel::ops::Ops;
 use crate::kernel::probe::Features;
-use crate::kernel::{Kernel, KernelProgram, LoadPlan, netns_id};
+use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
 use crate::model::{
-    AttachSpec, Bytecode, Caller, DispatcherRecord, HookAttachment, HookKey, HookKind, Link,
-    LoadRequest, NetHook, Program, ProgramKind, TcFilter, now_rfc3339,
+    AttachSpec, Bytecode, Caller, DispatcherRecord, HookAttachment, HookKey, HookKind,
+    KernelFeature, Link, LoadRequest, NetHook, Program, ProgramKind, TcFilter, now_rfc3339,
 };
 use crate::policy::{
     Action, Decision, Policy, PolicyConfig, RESERVED_METADATA_PREFIX, Request, Rule, Subject,
@@ -168,12 +169,15 @@ mod attach;
 mod authz;
 mod checks;
 mod dispatch;
+#[cfg(test)]
+mod fake;
 mod images;
 mod load;
 mod plan;
 mod reconcile;
 mod views;
 
+use attach::intent;
 use authz::*;
 use checks::*;
 use images::*;
@@ -197,7 +201,7 @@ pub struct Manager {
     reservations: Mutex<Reservations>,
     pulls: Mutex<HashMap<u32, u32>>,
     store: Store,
-    kernel: Kernel,
+    kernel: Arc<dyn Ops>,
     /// The pin layout on bpffs (the only place paths under it are made).
     bpffs: Bpffs,
     features: Features,
@@ -214,7 +218,6 @@ pub struct Manager {
     gate: RwLock<()>,
     images: ImagePuller,
     /// Program id -> declares XDP multi-buffer support (from its ELF section).
-    frags: Mutex<HashMap<u32, bool>>,
     /// Bytecode held in memory by loads in progress.
     bytecode_budget: Arc<access::Budget>,
 }
@@ -256,8 +259,37 @@ impl Manager {
         }
         let store = Store::open(&paths.database)?;
         let bpffs = Bpffs::new(&paths.bpffs)?;
-        let kernel = Kernel::new(&bpffs);
+        let kernel = Arc::new(Kernel::new(&bpffs));
         let features = crate::kernel::probe::probe(&paths.bpffs);
+        Self::assemble(paths, config, store, bpffs, kernel, features)
+    }
+
+    /// A manager over the fake kernel (unit tests), with a store and pins under `paths`.
+    #[cfg(test)]
+    pub(crate) fn open_fake(paths: Paths, config: Config) -> Result<(Self, Arc<fake::FakeKernel>)> {
+        if let Some(dir) = paths.database.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        let store = Store::open(&paths.database)?;
+        let bpffs = Bpffs::new(&paths.bpffs)?;
+        let fake = Arc::new(fake::FakeKernel::new(&bpffs));
+        let features = Features {
+            kernel_release: "fake".into(),
+            list: Vec::new(),
+        };
+        let (m, _) = Self::assemble(paths, config, store, bpffs, fake.clone(), features)?;
+        Ok((m, fake))
+    }
+
+    fn assemble(
+        paths: Paths,
+        config: Config,
+        store: Store,
+        bpffs: Bpffs,
+        kernel: Arc<dyn Ops>,
+        features: Features,
+    ) -> Result<(Self, ReconcileReport)> {
         let audit = open_audit(&config.policy)?;
         let images = config.images.clone();
         let bytecode_budget = access::Budget::new(config.daemon.max_bytecode_bytes_in_flight);
@@ -278,7 +310,6 @@ impl Manager {
             lingering: Mutex::new(HashMap::new()),
             gate: RwLock::new(()),
             images: ImagePuller::new(&images)?,
-            frags: Mutex::new(HashMap::new()),
             bytecode_budget,
         };
         let report = m.reconcile_with(true)?;
@@ -286,8 +317,7 @@ impl Manager {
     }
 
     /// Entries in the manager's per-key tables (for tests and metrics): each goes back
-    /// to its idle size when nothing is in progress (`frags` holds one fact per loaded
-    /// XDP program that a dispatcher asked about, `lingering` programs that outlived
+    /// to its idle size when nothing is in progress (`lingering`: programs that outlived
     /// their Unload and are still in the kernel).
     pub fn table_sizes(&self) -> BTreeMap<&'static str, usize> {
         fn size<T>(m: &Mutex<T>, f: impl Fn(&T) -> usize) -> usize {
@@ -300,7 +330,6 @@ impl Manager {
                 size(&self.reservations, |r| r.programs.len() + r.links.len()),
             ),
             ("pulls_per_uid", size(&self.pulls, |m| m.len())),
-            ("frags", size(&self.frags, |m| m.len())),
             ("lingering", self.lingering(None) as usize),
             (
                 "image_pulls_in_flight",
@@ -367,7 +396,7 @@ impl Manager {
         }
     }
 
-    fn require(&self, feature: &str, what: &str) -> Result<()> {
+    fn require(&self, feature: KernelFeature, what: &str) -> Result<()> {
         if self.features.has(feature) {
             Ok(())
         } else {

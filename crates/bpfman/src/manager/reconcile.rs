@@ -90,9 +90,6 @@ impl Manager {
                     }
                     self.store.delete_link(l.id)?;
                 }
-                if let Ok(mut f) = self.frags.lock() {
-                    f.remove(&p.id);
-                }
                 match self.store.delete_program(p.id) {
                     Ok(()) => report.repaired(
                         RepairSubject::Program(p.id),
@@ -130,7 +127,7 @@ impl Manager {
             (fs.links_root(), "link", &known_links),
             (fs.maps_root(), "map", &known_maps),
         ] {
-            for (name, path) in fs.entries(&dir)? {
+            for (name, path) in self.listing(&dir, &mut report) {
                 let s = path.display().to_string();
                 if (what == "program" && !name.starts_with("prog_")) || known.contains(&s) {
                     continue;
@@ -174,7 +171,7 @@ impl Manager {
             .into_iter()
             .map(|d| d.hook)
             .collect();
-        for (name, path) in self.bpffs.entries(&self.bpffs.dispatchers_root())? {
+        for (name, path) in self.listing(&self.bpffs.dispatchers_root(), report) {
             if name.starts_with("ext-target") {
                 continue;
             }
@@ -245,7 +242,7 @@ impl Manager {
                 self.restore_filter(hook, &h, r, f, &links, report)?;
             }
             // Drop revisions a crash left beside the recorded one.
-            for (name, path) in self.bpffs.entries(&self.bpffs.dispatcher_dir(hook))? {
+            for (name, path) in self.listing(&self.bpffs.dispatcher_dir(hook), report) {
                 if name.parse::<u32>().is_ok_and(|n| n != r.revision) {
                     match self.bpffs.remove(&path) {
                         Ok(()) => report.repaired(
@@ -316,12 +313,12 @@ impl Manager {
                 }
             }
             self.store.delete_dispatcher(hook)?;
-        } else if self.bpffs.present(&hook_link)? {
+        } else if self.bpffs.present(&hook_link).unwrap_or(false) {
             self.kernel.detach(&hook_link)?;
             what.push("detached it".into());
         }
         let dir = self.bpffs.dispatcher_dir(hook);
-        if self.bpffs.present(&dir)? {
+        if self.bpffs.present(&dir).unwrap_or(true) {
             match self.bpffs.remove(&dir) {
                 Ok(()) => what.push("removed its pins".into()),
                 Err(e) => {
@@ -359,16 +356,18 @@ impl Manager {
         } else {
             let (rev_dir, rev_pin) = self.bpffs.revision(hook, r.revision);
             let mut want: Vec<String> = links.iter().map(|l| format!("link_{}", l.id)).collect();
+            // A listing that fails reads as "not as recorded": the hook is rebuilt.
             let mut have: Vec<String> = self
                 .bpffs
-                .entries(&rev_dir)?
+                .entries(&rev_dir)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(n, _)| n)
                 .filter(|n| n.starts_with("link_"))
                 .collect();
             want.sort();
             have.sort();
-            want == have && self.bpffs.present(&rev_pin)?
+            want == have && self.bpffs.present(&rev_pin).unwrap_or(false)
         };
         let running_ok = match &r.attachment {
             HookAttachment::TcFilter(_) => true,
@@ -432,10 +431,28 @@ impl Manager {
         Ok(())
     }
 
+    /// A layout directory's entries; one that cannot be listed (no fd left, say) is
+    /// reported and skipped, as if empty, so one failure does not stop the rest.
+    fn listing(&self, dir: &Path, report: &mut ReconcileReport) -> Vec<(String, PathBuf)> {
+        match self.bpffs.entries(dir) {
+            Ok(v) => v,
+            Err(e) => {
+                report.kept(
+                    RepairSubject::Pin(dir.to_path_buf()),
+                    format!(
+                        "{}: could not list it ({e}); checked next time",
+                        dir.display()
+                    ),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     /// Extensions whose link is gone.
     fn reconcile_extensions(&self, report: &mut ReconcileReport) -> Result<()> {
         let known: Vec<u32> = self.store.links(None)?.iter().map(|l| l.id).collect();
-        for (name, path) in self.bpffs.entries(&self.bpffs.ext_root())? {
+        for (name, path) in self.listing(&self.bpffs.ext_root(), report) {
             if name.parse::<u32>().is_ok_and(|id| !known.contains(&id)) {
                 let subject = RepairSubject::Pin(path.clone());
                 match self.bpffs.remove(&path) {
