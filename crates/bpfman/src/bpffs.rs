@@ -34,7 +34,7 @@ impl Bpffs {
         for d in DIRS {
             let p = root.join(d);
             std::fs::create_dir_all(&p)
-                .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+                .map_err(|e| Error::daemon_io(format!("creating {}", p.display()), e))?;
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -111,7 +111,7 @@ impl Bpffs {
         match r {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+            Err(e) => Err(Error::daemon_io(format!("removing {}", path.display()), e)),
         }
     }
 
@@ -121,7 +121,10 @@ impl Bpffs {
         match std::fs::symlink_metadata(path) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(format!("looking at {}", path.display()), e)),
+            Err(e) => Err(Error::daemon_io(
+                format!("looking at {}", path.display()),
+                e,
+            )),
         }
     }
 
@@ -130,11 +133,11 @@ impl Bpffs {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+            Err(e) => return Err(Error::daemon_io(format!("listing {}", dir.display()), e)),
         };
         let mut out = Vec::new();
         for e in rd {
-            let e = e.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let e = e.map_err(|e| Error::daemon_io(format!("listing {}", dir.display()), e))?;
             out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
         }
         out.sort();

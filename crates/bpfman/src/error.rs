@@ -72,7 +72,8 @@ impl Error {
     /// specific meaning is a kernel failure, not the daemon's own.
     pub fn syscall(op: impl Into<String>, e: std::io::Error) -> Self {
         let mut err = Self::io(op, e);
-        // Busy or interrupted: the kernel's failure, and retryable (`is_transient`).
+        // Busy or interrupted: the kernel's failure (retryable only when interrupted or
+        // told to try again, see `is_transient`).
         if err.kind == ErrorKind::Internal
             || matches!(err.errno, Some(libc::EBUSY | libc::EAGAIN | libc::EINTR))
         {
@@ -91,6 +92,16 @@ impl Error {
         self.op = Some(op.into());
         self.errno = errno;
         self
+    }
+
+    /// A failed operation on the daemon's own files (bpffs, the store's directory): the
+    /// daemon's failure whatever the errno (kept), never the caller's.
+    pub fn daemon_io(op: impl Into<String>, e: std::io::Error) -> Self {
+        let mut err = Self::io(op, e);
+        if err.kind != ErrorKind::ResourceExhausted {
+            err.kind = ErrorKind::Internal;
+        }
+        err
     }
 
     /// What was being attempted, when a system call failed.
@@ -152,7 +163,7 @@ impl Error {
         matches!(
             self.kind,
             ErrorKind::ResourceExhausted | ErrorKind::Conflict
-        ) || matches!(self.errno, Some(libc::EBUSY | libc::EAGAIN | libc::EINTR))
+        ) || matches!(self.errno, Some(libc::EAGAIN | libc::EINTR))
     }
 }
 
@@ -216,7 +227,16 @@ mod tests {
             "bpf_link_create",
             std::io::Error::from_raw_os_error(libc::EBUSY),
         );
-        assert!(b.is_transient());
+        assert!(!b.is_transient(), "EBUSY is mostly a lasting refusal");
+        assert_eq!(b.kind(), ErrorKind::Kernel);
+        let a = Error::syscall("x", std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert!(a.is_transient());
+        let d = Error::daemon_io(
+            "removing x",
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(d.kind(), ErrorKind::Internal);
+        assert_eq!(d.errno(), Some(libc::EACCES));
         // Context keeps the structure.
         let c = b.context("attaching");
         assert_eq!(c.errno(), Some(libc::EBUSY));

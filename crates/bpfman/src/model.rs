@@ -157,7 +157,13 @@ impl HookKey {
         }
     }
 
+    /// The key `s` encodes, only if `s` is exactly its encoding (no `+`, no leading
+    /// zeros), so a name that merely parses never stands for a real hook.
     pub fn decode(s: &str) -> Option<Self> {
+        Self::parse(s).filter(|k| k.encode() == s)
+    }
+
+    fn parse(s: &str) -> Option<Self> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             ["xdp", ns, i] => Some(Self {
@@ -298,6 +304,9 @@ mod tests {
         assert_eq!(keys[0].dir_name(), "xdp_4026531840_3");
         assert_eq!(HookKey::decode("tc/1/9"), None);
         assert_eq!(HookKey::decode("xdp/x/9"), None);
+        assert_eq!(HookKey::decode("xdp/+1/9"), None);
+        assert_eq!(HookKey::decode("xdp/01/9"), None);
+        assert_eq!(HookKey::from_dir_name("xdp_+4026531840_3"), None);
     }
 
     #[test]

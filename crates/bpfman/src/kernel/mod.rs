@@ -802,14 +802,14 @@ pub fn xdp_mode_of(name: Option<&str>) -> Result<XdpMode> {
 }
 
 /// The index of an interface in the calling thread's network namespace. NotFound only
-/// when the kernel says there is no such device; any other failure (no fd left, say)
+/// when the kernel's list of links has no such name; any other failure (no fd left, say)
 /// is a kernel error, so nobody takes it for a deleted interface.
+///
+/// Looked up in the netlink link dump (`if_nameindex`), never by name ioctl: the kernel
+/// answers an ioctl for an unknown name by loading a module of that name
+/// (`request_module("netdev-%s")`, and `"%s"` itself with CAP_SYS_MODULE), which would let
+/// a tenant make the daemon load kernel modules by naming them.
 pub fn ifindex(iface: &str) -> Result<u32> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // Not glibc's if_nametoindex: it reports a socket it could not open (EMFILE when the
-    // daemon is out of fds) as ENOENT, which would read as "the interface is gone" and
-    // make reconciliation drop every link on it. Here only the ioctl's own ENODEV means
-    // gone; any failure to ask is an error that keeps the record.
     let gone = || {
         Error::not_found(format!(
             "interface '{iface}' does not exist (see `ip link`; use --netns for another network namespace)"
@@ -821,36 +821,47 @@ pub fn ifindex(iface: &str) -> Result<u32> {
     {
         return Err(gone());
     }
-    // SAFETY: socket(2) with constant arguments; the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(Error::kernel(format!(
-            "looking up interface '{iface}' (socket): {e}"
+    // The kernel's dev_valid_name: no ':' (an alias suffix the kernel would cut off, so
+    // "eth0:x" would pass a policy glob and land on eth0), no white space, not . or ..
+    if iface == "."
+        || iface == ".."
+        || iface
+            .bytes()
+            .any(|b| b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(Error::invalid(format!(
+            "'{}' is not an interface name (no ':', white space, control characters, '.' or '..')",
+            iface.escape_debug()
         )));
     }
-    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
-    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of the ifreq we own.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
-    if rc < 0 {
+    // SAFETY: if_nameindex takes no arguments; the list is freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
         let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODEV) | Some(libc::ENXIO) => Err(gone()),
-            _ => Err(Error::kernel(format!(
-                "looking up interface '{iface}' (ioctl SIOCGIFINDEX): {e}"
-            ))),
-        };
+        return Err(Error::syscall(
+            format!("looking up interface '{iface}' (netlink link dump)"),
+            e,
+        ));
     }
-    // SAFETY: the kernel filled the ifindex member of the union on success.
-    let index = unsafe { req.ifr_ifru.ifru_ifindex };
-    u32::try_from(index)
-        .map_err(|_| Error::kernel(format!("interface '{iface}' has index {index}")))
+    let mut found = None;
+    let mut i = 0;
+    loop {
+        // SAFETY: the list ends with an entry whose if_index is 0; we stop there.
+        let entry = unsafe { &*list.add(i) };
+        if entry.if_index == 0 || entry.if_name.is_null() {
+            break;
+        }
+        // SAFETY: if_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.if_name) };
+        if name.to_bytes() == iface.as_bytes() {
+            found = Some(entry.if_index);
+            break;
+        }
+        i += 1;
+    }
+    // SAFETY: list came from if_nameindex and is freed once.
+    unsafe { libc::if_freenameindex(list) };
+    found.ok_or_else(gone)
 }
 
 /// The file offset of `symbol` in the ELF file `file` (a uprobe target opened by the
@@ -904,5 +915,27 @@ fn kernel_program(info: &ProgramInfo) -> KernelProgram {
         bytes_jited: info.size_jitted(),
         bytes_memlock: info.memory_locked().unwrap_or(0),
         verified_insns: info.verified_instruction_count().unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn interface_names_are_checked_before_the_kernel_sees_them() {
+        // Loopback is index 1 in every network namespace.
+        assert_eq!(ifindex("lo").ok(), Some(1));
+        let kind = |n: &str| ifindex(n).err().map(|e| e.kind());
+        assert_eq!(kind("bpfman-no-such0"), Some(ErrorKind::NotFound));
+        // An alias suffix would be cut off by the kernel and land on "lo".
+        assert_eq!(kind("lo:t1"), Some(ErrorKind::InvalidArgument));
+        for bad in [".", "..", "lo x", "l\x1bo", "lo\t"] {
+            assert_eq!(kind(bad), Some(ErrorKind::InvalidArgument), "{bad:?}");
+        }
+        for gone in ["", "a/b", "x234567890123456"] {
+            assert_eq!(kind(gone), Some(ErrorKind::NotFound), "{gone:?}");
+        }
     }
 }

@@ -295,27 +295,44 @@ impl Manager {
         let mut what = Vec::new();
         let mut ok = true;
         let hook_link = self.bpffs.hook_link(hook);
+        let mut step = |r: Result<()>, done: &str, doing: &str| match r {
+            Ok(()) => what.push(done.to_string()),
+            Err(e) => {
+                ok = false;
+                what.push(format!("{doing} failed: {e}"))
+            }
+        };
         if let Some(r) = rec {
             match &r.attachment {
                 HookAttachment::TcFilter(f) => match self.hook_of_key(hook) {
-                    Some(h) => {
-                        self.kernel.remove_tc(&h, *f)?;
-                        what.push("removed its tc filter".to_string());
-                    }
-                    None => {
-                        ok = false;
-                        what.push("its tc filter is in another namespace; remove it by hand".into())
-                    }
+                    Some(h) => step(
+                        self.kernel.remove_tc(&h, *f),
+                        "removed its tc filter",
+                        "removing its tc filter",
+                    ),
+                    None => step(
+                        Err(Error::precondition(
+                            "it is in another namespace; remove it by hand",
+                        )),
+                        "",
+                        "removing its tc filter",
+                    ),
                 },
-                HookAttachment::Link(p) => {
-                    self.kernel.detach(p)?;
-                    what.push("detached it".into());
-                }
+                HookAttachment::Link(p) => step(
+                    self.kernel.detach(p).map(|_| ()),
+                    "detached it",
+                    "detaching it",
+                ),
             }
+            // Nothing is recorded on the hook: the record goes either way, and what could
+            // not be taken down is said in the report.
             self.store.delete_dispatcher(hook)?;
         } else if self.bpffs.present(&hook_link).unwrap_or(false) {
-            self.kernel.detach(&hook_link)?;
-            what.push("detached it".into());
+            step(
+                self.kernel.detach(&hook_link).map(|_| ()),
+                "detached it",
+                "detaching it",
+            );
         }
         let dir = self.bpffs.dispatcher_dir(hook);
         if self.bpffs.present(&dir).unwrap_or(true) {
