@@ -26,6 +26,6 @@ grep -q "test result: ok" /tmp/bpfman-host-tests.log
 if [ "${BPFMAN_SKIP_VM:-0}" = 1 ]; then
     echo "== SKIPPED: VM suite (BPFMAN_SKIP_VM=1); kprobe and fentry/fexit were not exercised"
 else
-    echo "== VM suite (stock kernels 6.1 and 6.12: kprobe, kretprobe, fentry, fexit, LSM, XDP and TC dispatchers, dispatcher crash test)"
+    echo "== VM suite (stock kernels 6.1 and 6.12: kprobe, kretprobe, fentry, fexit, LSM, XDP and TC dispatchers, no module loads by interface name, dispatcher crash test)"
     scripts/vm-test.sh
 fi

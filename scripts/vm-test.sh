@@ -30,7 +30,7 @@ fi
 command -v vng >/dev/null || { echo "vm-test: vng not found; pip install virtme-ng" >&2; exit 1; }
 
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(kprobe fentry dispatcher lsm)
+[ ${#filters[@]} -gt 0 ] || filters=(kprobe fentry dispatcher lsm modules)
 
 make -s -C bpf
 cargo build -q --bin bpfman

@@ -791,6 +791,49 @@ fn kprobe_and_kretprobe_count_calls() {
     let _ = kr;
 }
 
+/// Naming an interface never makes the daemon load a kernel module. The daemon has
+/// CAP_SYS_MODULE, and the kernel answers a name ioctl for an unknown device with
+/// `request_module("netdev-NAME")` and `request_module("NAME")`: a tenant attaching to
+/// "dummy" would load the dummy driver (and get a dummy0). Interfaces are looked up in
+/// the netlink link dump instead. Needs a kernel with modules and a loadable, unloaded
+/// `dummy` (the VM's stock kernels; scripts/vm-test.sh runs it as `modules`).
+#[test]
+fn modules_are_never_loaded_by_naming_an_interface() {
+    require_root!();
+    let module = "dummy";
+    if !std::path::Path::new("/proc/sys/kernel/modprobe").exists() {
+        eprintln!("SKIP modules: this kernel has no loadable modules; scripts/vm-test.sh runs it");
+        return;
+    }
+    if std::path::Path::new(&format!("/sys/module/{module}")).exists() {
+        eprintln!("SKIP modules: {module} is already loaded, so loading it could not be seen");
+        return;
+    }
+    // The kernel could load it: so the check below can fail.
+    let loadable = std::process::Command::new("modprobe")
+        .args(["--dry-run", module])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !loadable {
+        eprintln!("SKIP modules: no loadable {module} module for this kernel");
+        return;
+    }
+    let d = Daemon::start();
+    let progs = d.load(&[
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+    ]);
+    let id = progs[0]["id"].as_u64().unwrap_or(0).to_string();
+    let err = d.fails(&["attach", &id, "xdp", "--iface", module]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(
+        !std::path::Path::new(&format!("/sys/module/{module}")).exists(),
+        "naming interface '{module}' made the daemon load the {module} module"
+    );
+}
+
 /// fentry/fexit: fire in the VM; on a kernel that refuses them, a clear refusal.
 #[test]
 fn fentry_and_fexit_count_calls() {

@@ -1840,3 +1840,34 @@ fn f19_audit_entries_have_source_outcome_and_bounded_size() {
     assert!(!unknown.status.success());
     assert!(e.audit_len() - before < 10_000);
 }
+
+/// An alias name (`IFACE:x`, which the kernel's name ioctl would cut back to IFACE, so
+/// that a name matching a tenant's glob lands on another interface) and names with white
+/// space or control characters are refused before the kernel sees them.
+#[test]
+fn alias_and_control_character_interface_names_are_refused() {
+    require_root!();
+    let a = Netns::new();
+    let e = Lab::with(Opts {
+        netns: vec![a.path()],
+        ..Opts::default()
+    });
+    let prog = e.load(ALICE, &e.p("alice-bpf/tc.o"), "tcx:tc_count");
+    let p = prog.to_string();
+    let ns = a.path();
+    let tcx = |iface: &str| -> Vec<String> {
+        [
+            "attach", &p, "tcx", "-d", "ingress", "-i", iface, "-p", "100", "--netns", &ns,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let alias = format!("{}:x", a.peer_if);
+    for bad in [alias.as_str(), "lo x", "l\u{1b}[31mo", ".."] {
+        e.refused(ALICE, &strs(&tcx(bad)), &["is not an interface name"]);
+    }
+    e.refused(ALICE, &strs(&tcx("bpfsec-nothere")), &["does not exist"]);
+    let ok = e.ok(ALICE, &strs(&tcx(&a.peer_if)));
+    assert!(ok["link_id"].as_u64().is_some(), "{ok}");
+}
