@@ -215,3 +215,63 @@ pub(super) fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfman_types::{TC_PROCEED_ON, XDP_PROCEED_ON};
+
+    fn hook(priority: i32, proceed_on: Vec<i32>) -> NetHook {
+        NetHook {
+            iface: "veth0".into(),
+            priority,
+            proceed_on,
+            netns: None,
+            direction: None,
+        }
+    }
+
+    #[test]
+    fn hooks_are_validated_with_their_own_codes() {
+        assert!(validate_hook("xdp", &hook(50, vec![2, 31]), XDP_PROCEED_ON).is_ok());
+        // 7 (TC_ACT_REDIRECT) is a TC code, not an XDP one.
+        let e = validate_hook("xdp", &hook(50, vec![7]), XDP_PROCEED_ON).expect_err("xdp 7");
+        assert!(
+            e.message().contains("not a xdp return code") && e.message().contains("pass"),
+            "{e}"
+        );
+        assert!(validate_hook("tc", &hook(50, vec![7, -1]), TC_PROCEED_ON).is_ok());
+        for p in [0, 1001, -5] {
+            let e = validate_hook("tc", &hook(p, vec![]), TC_PROCEED_ON).expect_err("priority");
+            assert!(e.message().contains("out of range"), "{e}");
+        }
+        let mut h = hook(50, vec![]);
+        h.iface.clear();
+        assert!(validate_hook("xdp", &h, XDP_PROCEED_ON).is_err());
+    }
+
+    #[test]
+    fn metadata_names_and_tracepoints_have_limits() {
+        let big = "v".repeat(MAX_METADATA_VALUE + 1);
+        let m = BTreeMap::from([("k".to_string(), big)]);
+        assert!(check_metadata(&m, "link").is_err());
+        let many: BTreeMap<String, String> = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(check_metadata(&many, "link").is_err());
+        let m = BTreeMap::from([
+            ("bpfman.io/uuid".to_string(), "x".to_string()),
+            ("app".to_string(), "y".to_string()),
+        ]);
+        assert_eq!(reserved_keys(&m), vec!["bpfman.io/uuid"]);
+        assert!(check_name("ok_name", "program name").is_ok());
+        assert!(check_name("bad\u{7}", "program name").is_err());
+        assert!(check_name(&"n".repeat(MAX_NAME + 1), "program name").is_err());
+        assert!(check_tracepoint("syscalls/sys_enter_getpid").is_ok());
+        for bad in ["syscalls", "a/b/c", "../x", "a/.."] {
+            assert!(check_tracepoint(bad).is_err(), "{bad}");
+        }
+        assert!(check_elf(b"\x7fELF....", "f").is_ok());
+        assert!(check_elf(b"#!/bin/sh", "f").is_err());
+    }
+}

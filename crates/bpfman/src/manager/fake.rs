@@ -348,4 +348,67 @@ mod tests {
         m.unload(root(), id).expect("unload");
         assert_eq!(fake.counts(), (0, 0));
     }
+
+    /// What the kernel lacks is refused naming the feature, before anything is loaded
+    /// (the fake kernel reports no features at all).
+    #[test]
+    fn missing_features_are_refused_by_name() {
+        if !nix::unistd::getuid().is_root() {
+            eprintln!(
+                "SKIPPED missing_features_are_refused_by_name: needs root to open files as the caller"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let obj = dir.path().join("prog.o");
+        std::fs::write(&obj, OBJECT).expect("object");
+        let (m, fake) = manager(dir.path());
+        for (kind, feature) in [(ProgramKind::Fentry, "fentry"), (ProgramKind::Lsm, "lsm")] {
+            let e = m
+                .load(
+                    root(),
+                    LoadRequest {
+                        bytecode: Some(Source::File(obj.display().to_string())),
+                        programs: vec![ProgramSpec {
+                            name: "p".into(),
+                            kind,
+                            attach_fn: Some("x".into()),
+                        }],
+                        ..Default::default()
+                    },
+                )
+                .expect_err("no such feature");
+            assert_eq!(e.kind(), crate::ErrorKind::Unsupported, "{e}");
+            assert!(e.message().contains(&format!("'{feature}'")), "{e}");
+        }
+        let id = m
+            .load(
+                root(),
+                LoadRequest {
+                    bytecode: Some(Source::File(obj.display().to_string())),
+                    programs: vec![ProgramSpec {
+                        name: "k".into(),
+                        kind: ProgramKind::Kprobe,
+                        attach_fn: None,
+                    }],
+                    ..Default::default()
+                },
+            )
+            .expect("kprobes load without the PMU; attaching needs it")[0]
+            .id;
+        let e = m
+            .attach(
+                root(),
+                id,
+                AttachSpec::Kprobe {
+                    fn_name: "do_unlinkat".into(),
+                    offset: 0,
+                    container_pid: None,
+                },
+            )
+            .expect_err("no kprobe PMU");
+        assert!(e.message().contains("'kprobe'"), "{e}");
+        assert_eq!(fake.counts(), (1, 0));
+        m.unload(root(), id).expect("unload");
+    }
 }
