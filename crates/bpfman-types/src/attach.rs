@@ -54,6 +54,14 @@ impl ProceedOn {
         }
     }
 
+    /// The code a name stands for.
+    pub fn code(self, name: &str) -> Option<i32> {
+        self.table()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+    }
+
     /// Codes from names, each entry a name or a comma-separated list of them.
     pub fn codes<S: AsRef<str>>(self, names: &[S]) -> Result<Vec<i32>, Invalid> {
         names
@@ -61,17 +69,13 @@ impl ProceedOn {
             .flat_map(|n| n.as_ref().split(','))
             .filter(|n| !n.is_empty())
             .map(|n| {
-                self.table()
-                    .iter()
-                    .find(|(name, _)| *name == n)
-                    .map(|(_, c)| *c)
-                    .ok_or_else(|| {
-                        Invalid(format!(
-                            "unknown {} --proceed-on '{n}': use {}",
-                            self.hook(),
-                            self.names().join(", ")
-                        ))
-                    })
+                self.code(n).ok_or_else(|| {
+                    Invalid(format!(
+                        "unknown {} --proceed-on '{n}': use {}",
+                        self.hook(),
+                        self.names().join(", ")
+                    ))
+                })
             })
             .collect()
     }

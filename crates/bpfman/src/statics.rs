@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::manager::{ListFilter, Manager, TC_PROCEED_ON, XDP_PROCEED_ON};
+use crate::manager::{ListFilter, Manager};
 use crate::model::{
-    AttachSpec, Bytecode, Caller, Direction, LoadRequest, NetHook, ProgramKind, ProgramSpec,
+    AttachSpec, Bytecode, Caller, Direction, LoadRequest, NetHook, ProceedOn, ProgramKind,
+    ProgramSpec,
 };
 
 pub const META_KEY: &str = bpfman_types::metadata::STATIC;
@@ -164,23 +165,21 @@ fn attach_spec(a: &StaticAttach) -> Result<AttachSpec> {
         v.clone()
             .ok_or_else(|| Error::invalid(format!("a {} attach needs {what}", a.kind)))
     };
-    let codes = |table: &[(&str, i32)]| -> Result<Vec<i32>> {
+    let codes = |vocabulary: Option<ProceedOn>| -> Result<Vec<i32>> {
         a.proceed_on
             .iter()
             .map(|n| {
-                table
-                    .iter()
-                    .find(|(name, _)| name == n)
-                    .map(|(_, c)| *c)
+                vocabulary
+                    .and_then(|v| v.code(n))
                     .ok_or_else(|| Error::invalid(format!("unknown proceed_on '{n}'")))
             })
             .collect()
     };
-    let net = |table: &[(&str, i32)]| -> Result<NetHook> {
+    let net = |vocabulary: Option<ProceedOn>| -> Result<NetHook> {
         Ok(NetHook {
             iface: need(&a.iface, "iface")?,
             priority: a.priority.unwrap_or(1000),
-            proceed_on: codes(table)?,
+            proceed_on: codes(vocabulary)?,
             netns: a.netns.clone(),
             direction: a
                 .direction
@@ -190,9 +189,9 @@ fn attach_spec(a: &StaticAttach) -> Result<AttachSpec> {
         })
     };
     Ok(match a.kind.as_str() {
-        "xdp" => AttachSpec::Xdp(net(XDP_PROCEED_ON)?),
-        "tc" => AttachSpec::Tc(net(TC_PROCEED_ON)?),
-        "tcx" => AttachSpec::Tcx(net(&[])?),
+        "xdp" => AttachSpec::Xdp(net(Some(ProceedOn::Xdp))?),
+        "tc" => AttachSpec::Tc(net(Some(ProceedOn::Tc))?),
+        "tcx" => AttachSpec::Tcx(net(None)?),
         "tracepoint" => AttachSpec::Tracepoint {
             tracepoint: need(&a.tracepoint, "tracepoint")?,
         },

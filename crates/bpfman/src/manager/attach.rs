@@ -100,9 +100,9 @@ impl Manager {
             )));
         }
         match &spec {
-            AttachSpec::Xdp(h) => validate_hook("xdp", h, XDP_PROCEED_ON)?,
-            AttachSpec::Tc(h) => validate_hook("tc", h, TC_PROCEED_ON)?,
-            AttachSpec::Tcx(h) => validate_hook("tcx", h, &[])?,
+            AttachSpec::Xdp(h) => validate_hook("xdp", h, Some(ProceedOn::Xdp))?,
+            AttachSpec::Tc(h) => validate_hook("tc", h, Some(ProceedOn::Tc))?,
+            AttachSpec::Tcx(h) => validate_hook("tcx", h, None)?,
             AttachSpec::Tracepoint { tracepoint } => check_tracepoint(tracepoint)?,
             AttachSpec::Kprobe {
                 fn_name,

@@ -131,7 +131,7 @@ pub(super) fn check_metadata(m: &BTreeMap<String, String>, what: &str) -> Result
 pub(super) fn reserved_keys(m: &BTreeMap<String, String>) -> Vec<&str> {
     m.keys()
         .map(String::as_str)
-        .filter(|k| k.starts_with(RESERVED_METADATA_PREFIX))
+        .filter(|k| bpfman_types::metadata::is_reserved(k))
         .collect()
 }
 
@@ -192,7 +192,7 @@ pub(super) fn require_signed(d: &Decision, rec: &ImageRecord) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32)]) -> Result<()> {
+pub(super) fn validate_hook(kind: &str, h: &NetHook, proceed: Option<ProceedOn>) -> Result<()> {
     if h.iface.is_empty() {
         return Err(Error::invalid(format!(
             "{kind} attach needs an interface (--iface)"
@@ -204,14 +204,16 @@ pub(super) fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32
             h.priority
         )));
     }
-    for code in &h.proceed_on {
-        if !valid_proceed.iter().any(|(_, c)| c == code) {
-            let names: Vec<&str> = valid_proceed.iter().map(|(n, _)| *n).collect();
-            return Err(Error::invalid(format!(
-                "proceed-on value {code} is not a {kind} return code; use {}",
-                names.join(", ")
-            )));
-        }
+    // A hook without a dispatcher's chain (tcx) takes no proceed-on codes at all.
+    let unknown = match proceed {
+        Some(p) => p.unknown(&h.proceed_on),
+        None => h.proceed_on.first().copied(),
+    };
+    if let Some(code) = unknown {
+        return Err(Error::invalid(format!(
+            "proceed-on value {code} is not a {kind} return code; use {}",
+            proceed.map(ProceedOn::names).unwrap_or_default().join(", ")
+        )));
     }
     Ok(())
 }
@@ -219,7 +221,6 @@ pub(super) fn validate_hook(kind: &str, h: &NetHook, valid_proceed: &[(&str, i32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpfman_types::{TC_PROCEED_ON, XDP_PROCEED_ON};
 
     fn hook(priority: i32, proceed_on: Vec<i32>) -> NetHook {
         NetHook {
@@ -233,21 +234,22 @@ mod tests {
 
     #[test]
     fn hooks_are_validated_with_their_own_codes() {
-        assert!(validate_hook("xdp", &hook(50, vec![2, 31]), XDP_PROCEED_ON).is_ok());
+        assert!(validate_hook("xdp", &hook(50, vec![2, 31]), Some(ProceedOn::Xdp)).is_ok());
         // 7 (TC_ACT_REDIRECT) is a TC code, not an XDP one.
-        let e = validate_hook("xdp", &hook(50, vec![7]), XDP_PROCEED_ON).expect_err("xdp 7");
+        let e = validate_hook("xdp", &hook(50, vec![7]), Some(ProceedOn::Xdp)).expect_err("xdp 7");
         assert!(
             e.message().contains("not a xdp return code") && e.message().contains("pass"),
             "{e}"
         );
-        assert!(validate_hook("tc", &hook(50, vec![7, -1]), TC_PROCEED_ON).is_ok());
+        assert!(validate_hook("tc", &hook(50, vec![7, -1]), Some(ProceedOn::Tc)).is_ok());
         for p in [0, 1001, -5] {
-            let e = validate_hook("tc", &hook(p, vec![]), TC_PROCEED_ON).expect_err("priority");
+            let e =
+                validate_hook("tc", &hook(p, vec![]), Some(ProceedOn::Tc)).expect_err("priority");
             assert!(e.message().contains("out of range"), "{e}");
         }
         let mut h = hook(50, vec![]);
         h.iface.clear();
-        assert!(validate_hook("xdp", &h, XDP_PROCEED_ON).is_err());
+        assert!(validate_hook("xdp", &h, Some(ProceedOn::Xdp)).is_err());
     }
 
     #[test]

@@ -226,6 +226,45 @@ mod tests {
         }
     }
 
+    /// A manager over the fake kernel in a fresh directory, with a real object to load.
+    /// The manager opens bytecode files as the caller (here root) by switching its
+    /// file-system credentials, which needs root: without it the test says so and skips.
+    fn fixture(
+        test: &str,
+    ) -> Option<(
+        tempfile::TempDir,
+        PathBuf,
+        Manager,
+        std::sync::Arc<FakeKernel>,
+    )> {
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("SKIPPED {test}: needs root to open files as the caller");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let obj = dir.path().join("prog.o");
+        std::fs::write(&obj, OBJECT).expect("object");
+        let (m, fake) = manager(dir.path());
+        Some((dir, obj, m, fake))
+    }
+
+    fn request(
+        obj: &Path,
+        name: impl Into<String>,
+        kind: ProgramKind,
+        attach_fn: Option<String>,
+    ) -> LoadRequest {
+        LoadRequest {
+            bytecode: Some(Source::File(obj.display().to_string())),
+            programs: vec![ProgramSpec {
+                name: name.into(),
+                kind,
+                attach_fn,
+            }],
+            ..Default::default()
+        }
+    }
+
     fn manager(dir: &Path) -> (Manager, std::sync::Arc<FakeKernel>) {
         let paths = Paths::new(&dir.join("run"), &dir.join("sock"));
         let mut config = Config::default();
@@ -238,28 +277,13 @@ mod tests {
     /// store, bpffs and the fake kernel as they started.
     #[test]
     fn churn_over_the_fake_kernel_leaks_nothing() {
-        if !nix::unistd::getuid().is_root() {
-            // The manager opens bytecode files as the caller (here root) by switching
-            // its file-system credentials, which needs root.
-            eprintln!("SKIPPED churn_over_the_fake_kernel: needs root to open files as the caller");
+        let Some((dir, obj, m, fake)) = fixture("churn_over_the_fake_kernel") else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let obj = dir.path().join("prog.o");
-        std::fs::write(&obj, OBJECT).expect("object");
-        let (m, fake) = manager(dir.path());
+        };
         let before = m.table_sizes();
         let cycles = 10_000;
         for i in 0..cycles {
-            let req = LoadRequest {
-                bytecode: Some(Source::File(obj.display().to_string())),
-                programs: vec![ProgramSpec {
-                    name: format!("p{}", i % 7),
-                    kind: ProgramKind::Tracepoint,
-                    attach_fn: None,
-                }],
-                ..Default::default()
-            };
+            let req = request(&obj, format!("p{}", i % 7), ProgramKind::Tracepoint, None);
             let loaded = m.load(root(), req).expect("load");
             let id = loaded[0].id;
             let link = m
@@ -305,27 +329,11 @@ mod tests {
 
     #[test]
     fn refusals_leave_no_trace() {
-        if !nix::unistd::getuid().is_root() {
-            eprintln!("SKIPPED refusals_leave_no_trace: needs root to open files as the caller");
+        let Some((_dir, obj, m, fake)) = fixture("refusals_leave_no_trace") else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let obj = dir.path().join("prog.o");
-        std::fs::write(&obj, OBJECT).expect("object");
-        let (m, fake) = manager(dir.path());
+        };
         let id = m
-            .load(
-                root(),
-                LoadRequest {
-                    bytecode: Some(Source::File(obj.display().to_string())),
-                    programs: vec![ProgramSpec {
-                        name: "p".into(),
-                        kind: ProgramKind::Tracepoint,
-                        attach_fn: None,
-                    }],
-                    ..Default::default()
-                },
-            )
+            .load(root(), request(&obj, "p", ProgramKind::Tracepoint, None))
             .expect("load")[0]
             .id;
         // A spec the program's kind does not take, and a malformed tracepoint.
@@ -353,47 +361,18 @@ mod tests {
     /// (the fake kernel reports no features at all).
     #[test]
     fn missing_features_are_refused_by_name() {
-        if !nix::unistd::getuid().is_root() {
-            eprintln!(
-                "SKIPPED missing_features_are_refused_by_name: needs root to open files as the caller"
-            );
+        let Some((_dir, obj, m, fake)) = fixture("missing_features_are_refused_by_name") else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let obj = dir.path().join("prog.o");
-        std::fs::write(&obj, OBJECT).expect("object");
-        let (m, fake) = manager(dir.path());
+        };
         for (kind, feature) in [(ProgramKind::Fentry, "fentry"), (ProgramKind::Lsm, "lsm")] {
             let e = m
-                .load(
-                    root(),
-                    LoadRequest {
-                        bytecode: Some(Source::File(obj.display().to_string())),
-                        programs: vec![ProgramSpec {
-                            name: "p".into(),
-                            kind,
-                            attach_fn: Some("x".into()),
-                        }],
-                        ..Default::default()
-                    },
-                )
+                .load(root(), request(&obj, "p", kind, Some("x".into())))
                 .expect_err("no such feature");
             assert_eq!(e.kind(), crate::ErrorKind::Unsupported, "{e}");
             assert!(e.message().contains(&format!("'{feature}'")), "{e}");
         }
         let id = m
-            .load(
-                root(),
-                LoadRequest {
-                    bytecode: Some(Source::File(obj.display().to_string())),
-                    programs: vec![ProgramSpec {
-                        name: "k".into(),
-                        kind: ProgramKind::Kprobe,
-                        attach_fn: None,
-                    }],
-                    ..Default::default()
-                },
-            )
+            .load(root(), request(&obj, "k", ProgramKind::Kprobe, None))
             .expect("kprobes load without the PMU; attaching needs it")[0]
             .id;
         let e = m

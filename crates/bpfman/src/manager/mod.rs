@@ -33,14 +33,11 @@ use crate::kernel::probe::Features;
 use crate::kernel::{Kernel, KernelProgram, LoadPlan, TcxAnchor, netns_id};
 use crate::model::{
     AttachSpec, Bytecode, Caller, DispatcherRecord, HookAttachment, HookKey, HookKind,
-    KernelFeature, Link, LoadRequest, NetHook, Program, ProgramKind, TcFilter, now_rfc3339,
+    KernelFeature, Link, LoadRequest, NetHook, ProceedOn, Program, ProgramKind, TcFilter,
+    now_rfc3339,
 };
-use crate::policy::{
-    Action, Decision, Policy, PolicyConfig, RESERVED_METADATA_PREFIX, Request, Rule, Subject,
-};
+use crate::policy::{Action, Decision, Policy, PolicyConfig, Request, Rule, Subject};
 use crate::store::Store;
-
-pub use bpfman_types::{TC_PROCEED_ON, XDP_PROCEED_ON};
 
 /// Where the daemon keeps its state.
 #[derive(Debug, Clone)]
