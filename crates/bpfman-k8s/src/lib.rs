@@ -1,0 +1,9 @@
+//! bpfman's Kubernetes vocabulary, shared by the node agent and the operator: the
+//! `bpfman.io/v1alpha1` custom resources as Rust types (the source of truth for the CRDs in
+//! `deploy/kubernetes/crds/`), the labels, finalizers, metadata keys and condition vocabulary
+//! that make a cluster running upstream's bpfman-operator switch to this one unchanged.
+//!
+//! No daemon, no client runtime: `kube` is used only for its derive and core types.
+
+pub mod crd;
+pub mod v1alpha1;
