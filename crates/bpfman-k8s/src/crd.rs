@@ -183,10 +183,9 @@ pub fn listing(crd: &CustomResourceDefinition) -> Vec<String> {
             .schema
             .as_ref()
             .and_then(|s| s.open_api_v3_schema.as_ref())
+            && let Ok(value) = serde_json::to_value(schema)
         {
-            if let Ok(value) = serde_json::to_value(schema) {
-                walk("", &value, false, &mut out);
-            }
+            walk("", &value, false, &mut out);
         }
     }
     out

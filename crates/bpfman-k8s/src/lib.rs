@@ -5,5 +5,7 @@
 //!
 //! No daemon, no client runtime: `kube` is used only for its derive and core types.
 
+pub mod conditions;
 pub mod crd;
+pub mod names;
 pub mod v1alpha1;

@@ -3,6 +3,10 @@
 //! only, confined to its own namespace's pods), their program lists and the CEL rules that tie
 //! each program's `type` to its one member.
 
+// kube's printcolumn(...) repeats `type_ = "string"` per column, which clippy reads as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
@@ -205,6 +209,7 @@ pub struct NsProgram {
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "bpfman.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "ClusterBpfApplication",
     plural = "clusterbpfapplications",
@@ -249,6 +254,7 @@ pub struct ClusterBpfApplicationSpec {
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "bpfman.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "BpfApplication",
     plural = "bpfapplications",

@@ -16,6 +16,7 @@ pub const CONFIG_NAME: &str = "bpfman-config";
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "bpfman.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "Config",
     plural = "configs",

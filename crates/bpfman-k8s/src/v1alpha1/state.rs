@@ -3,6 +3,10 @@
 //! for one application (program and link ids, per-link status, the load status strings), in
 //! upstream's layout so States written by either agent read the same.
 
+// kube's printcolumn(...) repeats `type_ = "string"` per column, which clippy reads as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -282,6 +286,7 @@ pub struct NsProgramState {
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "bpfman.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "ClusterBpfApplicationState",
     plural = "clusterbpfapplicationstates",
@@ -305,6 +310,7 @@ pub struct ClusterBpfApplicationStateFields {}
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "bpfman.io",
+    derive = "PartialEq",
     version = "v1alpha1",
     kind = "BpfApplicationState",
     plural = "bpfapplicationstates",
