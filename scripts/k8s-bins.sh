@@ -20,7 +20,12 @@ dir="${BPFMAN_K8S_BIN:-${BPFMAN_TEST_CACHE:-/var/cache/bpfman-test}/k8s-$k8s_ver
 if [ "${1:-}" = "--print-dir" ]; then echo "$dir"; exit 0; fi
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kube-apiserver kube-controller-manager kubectl)
-command -v go >/dev/null || { echo "k8s-bins: Go is not installed; it is needed once to build the test control plane" >&2; exit 1; }
+command -v go >/dev/null || { echo "k8s-bins: Go is not installed; Go 1.26 or newer is needed once to build the test control plane" >&2; exit 1; }
+gominor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
+if [ "${gominor:-0}" -lt 26 ] 2>/dev/null; then
+    echo "k8s-bins: $(go env GOVERSION) is too old: Kubernetes ${k8s_ver} needs Go 1.26 or newer" >&2
+    exit 1
+fi
 mkdir -p "$dir"
 export GOFLAGS="-mod=readonly -buildvcs=false"
 for c in "${components[@]}"; do

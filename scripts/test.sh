@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (needs root):
 #   1. formatting and lints;
-#   2. unit tests and the host integration suite (real daemon, CLI, kernel, veth/netns);
+#   2. unit tests, the host integration suite (real daemon, CLI, kernel, veth/netns) and the
+#      Kubernetes suites (CRDs and types against a real etcd + kube-apiserver + controller-manager);
 #   3. the kernel-feature tests (kprobe, fentry/fexit, LSM, dispatchers) in VMs with stock kernels.
 # Set BPFMAN_SKIP_VM=1 to skip step 3 (it says so when skipped).
 set -euo pipefail
@@ -18,7 +19,10 @@ echo "== fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy -q --all-targets -- -D warnings
 
-echo "== unit tests and host integration suite"
+echo "== Kubernetes control-plane binaries (built once, cached outside the clone)"
+scripts/k8s-bins.sh
+
+echo "== unit tests, host integration suite, Kubernetes suites (real etcd + kube-apiserver)"
 make -s -C bpf
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/bpfman-host-tests.log
 grep -q "test result: ok" /tmp/bpfman-host-tests.log
