@@ -4,7 +4,7 @@
 //! the empty condition it writes for ProgramListChangedError are refused by the API server, so
 //! here every reason matches the Condition pattern and every condition has a message.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+pub use crate::v1alpha1::{Condition, now_rfc3339};
 
 /// The condition on a per-node State.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,7 +77,7 @@ impl StateCondition {
     }
 
     /// The condition, with `message` (or the default) and the given transition time.
-    pub fn condition(self, message: Option<&str>, now: Time, generation: Option<i64>) -> Condition {
+    pub fn condition(self, message: Option<&str>, now: &str, generation: Option<i64>) -> Condition {
         condition(
             self.type_(),
             self.reason(),
@@ -127,7 +127,7 @@ impl AppCondition {
     }
 
     /// The condition, with `message` (or the default).
-    pub fn condition(self, message: Option<&str>, now: Time, generation: Option<i64>) -> Condition {
+    pub fn condition(self, message: Option<&str>, now: &str, generation: Option<i64>) -> Condition {
         condition(
             self.type_(),
             self.type_(),
@@ -142,7 +142,7 @@ fn condition(
     type_: &str,
     reason: &str,
     message: &str,
-    now: Time,
+    now: &str,
     generation: Option<i64>,
 ) -> Condition {
     Condition {
@@ -150,7 +150,7 @@ fn condition(
         status: "True".to_string(),
         reason: reason.to_string(),
         message: message.to_string(),
-        last_transition_time: now,
+        last_transition_time: now.to_string(),
         observed_generation: generation,
     }
 }

@@ -13,8 +13,7 @@ use bpfman_k8s::names;
 use bpfman_k8s::v1alpha1::*;
 use bpfman_k8s_testenv::{ControlPlane, shared};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
@@ -78,8 +77,8 @@ fn kubectl_ok(p: &ControlPlane, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn now() -> Time {
-    Time(Timestamp::now())
+fn now() -> String {
+    now_rfc3339()
 }
 
 #[tokio::test]
@@ -476,7 +475,7 @@ fn state_status(node: &str, count: i64, cond: StateCondition) -> ClusterBpfAppli
             uretprobe: None,
             tracepoint: None,
         }],
-        conditions: vec![cond.condition(None, now(), None)],
+        conditions: vec![cond.condition(None, &now(), None)],
     }
 }
 
@@ -550,7 +549,7 @@ async fn status_written_by_the_types_with_server_side_apply_is_stored() {
             "apiVersion": "bpfman.io/v1alpha1",
             "kind": "ClusterBpfApplication",
             "status": BpfApplicationStatus {
-                conditions: vec![cond.condition(Some("node-a: Success"), now(), app.metadata.generation)],
+                conditions: vec![cond.condition(Some("node-a: Success"), &now(), app.metadata.generation)],
             },
         });
         let written = apps

@@ -7,7 +7,7 @@
 // duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -17,28 +17,28 @@ use super::links::{
     NsTcxAttachInfo, NsUprobeAttachInfo, NsXdpAttachInfo, TcAttachInfo, TcxAttachInfo,
     TracepointAttachInfo, UprobeAttachInfo, XdpAttachInfo,
 };
-use super::shared::{ByteCodeSelector, GlobalData, NAME_PATTERN, conditions, label_selector};
+use super::shared::{
+    ByteCodeSelector, Condition, GlobalData, NAME_PATTERN, conditions, label_selector, spec_enum,
+};
 
-/// A program type a cluster-scoped application may hold, as the CRDs spell it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum ProgramType {
-    #[serde(rename = "XDP")]
-    Xdp,
-    #[serde(rename = "TC")]
-    Tc,
-    #[serde(rename = "TCX")]
-    Tcx,
-    FEntry,
-    FExit,
-    KProbe,
-    KRetProbe,
-    UProbe,
-    URetProbe,
-    TracePoint,
-}
+spec_enum!(
+    /// A program type a cluster-scoped application may hold, as the CRDs spell it.
+    ProgramType {
+        Xdp = "XDP",
+        Tc = "TC",
+        Tcx = "TCX",
+        FEntry = "FEntry",
+        FExit = "FExit",
+        KProbe = "KProbe",
+        KRetProbe = "KRetProbe",
+        UProbe = "UProbe",
+        URetProbe = "URetProbe",
+        TracePoint = "TracePoint",
+    }
+);
 
 impl ProgramType {
-    /// Every type with the member field that must carry its configuration.
+    /// Every known type with its spelling and the member field that carries its configuration.
     pub const ALL: [(ProgramType, &'static str, &'static str); 10] = [
         (ProgramType::Xdp, "XDP", "xdp"),
         (ProgramType::Tc, "TC", "tc"),
@@ -52,40 +52,34 @@ impl ProgramType {
         (ProgramType::TracePoint, "TracePoint", "tracepoint"),
     ];
 
-    /// The spelling in the CRDs.
-    pub fn as_str(self) -> &'static str {
+    /// The member field that carries this type's configuration; none for an unknown type.
+    pub fn member(&self) -> Option<&'static str> {
         Self::ALL
             .iter()
-            .find(|(t, _, _)| *t == self)
-            .map(|(_, s, _)| *s)
-            .unwrap_or("?")
-    }
-
-    /// The member field that carries this type's configuration.
-    pub fn member(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(t, _, _)| *t == self)
+            .find(|(t, _, _)| t == self)
             .map(|(_, _, m)| *m)
-            .unwrap_or("?")
     }
 
-    /// bpfman's own program kind name for it (`bpfman_types::ProgramKind`).
-    pub fn bpfman_kind(self) -> &'static str {
-        match self {
+    /// bpfman's own program kind name for it (`bpfman_types::ProgramKind`); none for an
+    /// unknown type.
+    pub fn bpfman_kind(&self) -> Option<&'static str> {
+        Some(match self {
             Self::Xdp => "xdp",
             Self::Tc => "tc",
             Self::Tcx => "tcx",
             Self::FEntry => "fentry",
             Self::FExit => "fexit",
-            Self::KProbe | Self::KRetProbe => "kprobe",
-            Self::UProbe | Self::URetProbe => "uprobe",
+            Self::KProbe => "kprobe",
+            Self::KRetProbe => "kretprobe",
+            Self::UProbe => "uprobe",
+            Self::URetProbe => "uretprobe",
             Self::TracePoint => "tracepoint",
-        }
+            Self::Other(_) => return None,
+        })
     }
 
     /// Whether a namespaced `BpfApplication` may hold it.
-    pub fn namespaced(self) -> bool {
+    pub fn namespaced(&self) -> bool {
         matches!(
             self,
             Self::Xdp | Self::Tc | Self::Tcx | Self::UProbe | Self::URetProbe
@@ -93,18 +87,16 @@ impl ProgramType {
     }
 }
 
-/// A program type a namespaced application may hold: those that act inside a pod.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum NsProgramType {
-    #[serde(rename = "XDP")]
-    Xdp,
-    #[serde(rename = "TC")]
-    Tc,
-    #[serde(rename = "TCX")]
-    Tcx,
-    UProbe,
-    URetProbe,
-}
+spec_enum!(
+    /// A program type a namespaced application may hold: those that act inside a pod.
+    NsProgramType {
+        Xdp = "XDP",
+        Tc = "TC",
+        Tcx = "TCX",
+        UProbe = "UProbe",
+        URetProbe = "URetProbe",
+    }
+);
 
 impl From<NsProgramType> for ProgramType {
     fn from(t: NsProgramType) -> Self {
@@ -114,6 +106,7 @@ impl From<NsProgramType> for ProgramType {
             NsProgramType::Tcx => ProgramType::Tcx,
             NsProgramType::UProbe => ProgramType::UProbe,
             NsProgramType::URetProbe => ProgramType::URetProbe,
+            NsProgramType::Other(s) => ProgramType::Other(s),
         }
     }
 }

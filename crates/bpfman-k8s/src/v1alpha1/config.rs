@@ -2,12 +2,11 @@
 //! deploys the daemon and agent (images, log levels, the daemon's `bpfman.toml`, the namespace)
 //! and the `overrides` escape hatch that leaves chosen objects unmanaged.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::shared::conditions;
+use super::shared::{Condition, conditions};
 
 /// The only Config the operator reconciles.
 pub const CONFIG_NAME: &str = "bpfman-config";

@@ -8,35 +8,37 @@ use serde::{Deserialize, Serialize};
 
 use super::shared::{
     ClusterContainerSelector, ClusterNetworkNamespaceSelector, ContainerSelector,
-    InterfaceSelector, NAME_PATTERN, NetworkNamespaceSelector,
+    InterfaceSelector, NAME_PATTERN, NetworkNamespaceSelector, spec_enum,
 };
 
 /// The priority a link gets when it names none (upstream's `DefaultAttachPriority`).
 pub const DEFAULT_PRIORITY: i32 = 1000;
 
-/// XDP return codes a dispatcher slot may proceed on, as the CRDs spell them.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum XdpProceedOn {
-    Aborted,
-    Drop,
-    Pass,
-    #[serde(rename = "TX")]
-    Tx,
-    ReDirect,
-    DispatcherReturn,
-}
+spec_enum!(
+    /// XDP return codes a dispatcher slot may proceed on, as the CRDs spell them.
+    XdpProceedOn {
+        Aborted = "Aborted",
+        Drop = "Drop",
+        Pass = "Pass",
+        Tx = "TX",
+        ReDirect = "ReDirect",
+        DispatcherReturn = "DispatcherReturn",
+    }
+);
 
 impl XdpProceedOn {
-    /// The name bpfman's own vocabulary (`bpfman_types::ProceedOn`) uses for it.
-    pub fn bpfman_name(self) -> &'static str {
-        match self {
+    /// The name bpfman's own vocabulary (`bpfman_types::ProceedOn`) uses for it; none for a
+    /// value this version does not know.
+    pub fn bpfman_name(&self) -> Option<&'static str> {
+        Some(match self {
             Self::Aborted => "aborted",
             Self::Drop => "drop",
             Self::Pass => "pass",
             Self::Tx => "tx",
             Self::ReDirect => "redirect",
             Self::DispatcherReturn => "dispatcher_return",
-        }
+            Self::Other(_) => return None,
+        })
     }
 }
 
@@ -44,28 +46,29 @@ fn default_xdp_proceed_on() -> Vec<XdpProceedOn> {
     vec![XdpProceedOn::Pass, XdpProceedOn::DispatcherReturn]
 }
 
-/// TC actions a dispatcher slot may proceed on, as the CRDs spell them. `UnSpec` is accepted
-/// and honoured (upstream's agent silently drops it: it matches `Unspec`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum TcProceedOn {
-    UnSpec,
-    #[serde(rename = "OK")]
-    Ok,
-    ReClassify,
-    Shot,
-    Pipe,
-    Stolen,
-    Queued,
-    Repeat,
-    ReDirect,
-    Trap,
-    DispatcherReturn,
-}
+spec_enum!(
+    /// TC actions a dispatcher slot may proceed on, as the CRDs spell them. `UnSpec` is
+    /// accepted and honoured (upstream's agent silently drops it: it matches `Unspec`).
+    TcProceedOn {
+        UnSpec = "UnSpec",
+        Ok = "OK",
+        ReClassify = "ReClassify",
+        Shot = "Shot",
+        Pipe = "Pipe",
+        Stolen = "Stolen",
+        Queued = "Queued",
+        Repeat = "Repeat",
+        ReDirect = "ReDirect",
+        Trap = "Trap",
+        DispatcherReturn = "DispatcherReturn",
+    }
+);
 
 impl TcProceedOn {
-    /// The name bpfman's own vocabulary (`bpfman_types::ProceedOn`) uses for it.
-    pub fn bpfman_name(self) -> &'static str {
-        match self {
+    /// The name bpfman's own vocabulary (`bpfman_types::ProceedOn`) uses for it; none for a
+    /// value this version does not know.
+    pub fn bpfman_name(&self) -> Option<&'static str> {
+        Some(match self {
             Self::UnSpec => "unspec",
             Self::Ok => "ok",
             Self::ReClassify => "reclassify",
@@ -77,7 +80,8 @@ impl TcProceedOn {
             Self::ReDirect => "redirect",
             Self::Trap => "trap",
             Self::DispatcherReturn => "dispatcher_return",
-        }
+            Self::Other(_) => return None,
+        })
     }
 }
 
@@ -85,18 +89,20 @@ fn default_tc_proceed_on() -> Vec<TcProceedOn> {
     vec![TcProceedOn::Pipe, TcProceedOn::DispatcherReturn]
 }
 
-/// Which way traffic a TC or TCX link sees flows.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
+spec_enum!(
+    /// Which way traffic a TC or TCX link sees flows.
+    Direction {
+        Ingress = "Ingress",
+        Egress = "Egress",
+    }
+);
 
-/// How an fentry/fexit program is attached (there is one way).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum AttachMode {
-    Attach,
-}
+spec_enum!(
+    /// How an fentry/fexit program is attached (there is one way).
+    AttachMode {
+        Attach = "Attach",
+    }
+);
 
 /// A member that holds only a list of links (every type but fentry/fexit).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

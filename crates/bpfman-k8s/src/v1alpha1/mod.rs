@@ -22,8 +22,9 @@ pub use links::{
 };
 pub use shared::{
     ByteCodeImage, ByteCodeSelector, CONDITION_REASON_PATTERN, ClusterContainerSelector,
-    ClusterNetworkNamespaceSelector, ContainerSelector, GlobalData, GlobalValue, ImagePullSecret,
-    InterfaceDiscovery, InterfaceSelector, NAME_PATTERN, NetworkNamespaceSelector, PullPolicy,
+    ClusterNetworkNamespaceSelector, Condition, ContainerSelector, GlobalData, GlobalValue,
+    ImagePullSecret, InterfaceDiscovery, InterfaceSelector, NAME_PATTERN, NetworkNamespaceSelector,
+    PullPolicy, now_rfc3339,
 };
 pub use state::{
     AppLoadStatus, BpfApplicationState, BpfApplicationStateFields, BpfApplicationStateStatus,

@@ -4,7 +4,6 @@
 //! types (label selectors, conditions) that k8s-openapi's schemas lack.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use base64::Engine as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -48,16 +47,22 @@ pub struct ByteCodeImage {
     pub image_pull_secret: Option<ImagePullSecret>,
 }
 
-/// When an image is pulled, as Kubernetes names it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum PullPolicy {
-    /// Pull on every load.
-    Always,
-    /// Never pull: the image must already be in the node's cache.
-    Never,
-    /// Pull only when the node does not have the image.
-    #[default]
-    IfNotPresent,
+spec_enum!(
+    /// When an image is pulled, as Kubernetes names it.
+    PullPolicy {
+        /// Pull on every load.
+        Always = "Always",
+        /// Never pull: the image must already be in the node's cache.
+        Never = "Never",
+        /// Pull only when the node does not have the image.
+        IfNotPresent = "IfNotPresent",
+    }
+);
+
+impl Default for PullPolicy {
+    fn default() -> Self {
+        Self::IfNotPresent
+    }
 }
 
 /// The Secret holding registry credentials.
@@ -154,54 +159,112 @@ pub struct ContainerSelector {
     pub container_names: Option<Vec<String>>,
 }
 
-/// The value of one global variable, as raw bytes.
+/// The value of one global variable.
 ///
 /// Two forms exist in real clusters: base64 strings (the schema's `format: byte`, and what
 /// server-side apply accepts) and YAML integer lists such as `[0x01]` (upstream's own samples;
-/// create and client-side apply store them as given). Both are read; base64 is written.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GlobalValue(pub Vec<u8>);
+/// create and client-side apply store them as given). Both are read, base64 as Go reads it
+/// (non-zero trailing bits allowed, as the API server allows them); base64 is written.
+///
+/// A value that is neither (a list holding -1, 256, 1.5, `null`...; `create` stores such
+/// lists) is kept as [`GlobalValue::Invalid`] rather than refused, so one bad value makes its
+/// own application fail with a message instead of making every application unreadable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GlobalValue {
+    /// The bytes to write into the variable.
+    Bytes(Vec<u8>),
+    /// What was stored, kept verbatim (and written back as it was), and why it is not bytes.
+    Invalid {
+        stored: serde_json::Value,
+        problem: String,
+    },
+}
 
 /// Global data: variable name to value.
 pub type GlobalData = BTreeMap<String, GlobalValue>;
 
+impl Default for GlobalValue {
+    fn default() -> Self {
+        Self::Bytes(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for GlobalValue {
+    fn from(b: Vec<u8>) -> Self {
+        Self::Bytes(b)
+    }
+}
+
+impl GlobalValue {
+    /// The bytes, or what is wrong with the stored value.
+    pub fn bytes(&self) -> Result<&[u8], &str> {
+        match self {
+            Self::Bytes(b) => Ok(b),
+            Self::Invalid { problem, .. } => Err(problem),
+        }
+    }
+
+    fn from_value(v: serde_json::Value) -> Self {
+        use serde_json::Value;
+        let invalid = |stored: Value, problem: String| Self::Invalid { stored, problem };
+        match v {
+            Value::String(s) => match GO_BASE64.decode(&s) {
+                Ok(b) => Self::Bytes(b),
+                Err(e) => invalid(Value::String(s), format!("not base64 ({e})")),
+            },
+            Value::Array(items) => {
+                let mut bytes = Vec::with_capacity(items.len());
+                for item in &items {
+                    let byte = match item {
+                        Value::Number(n) => n
+                            .as_u64()
+                            .or_else(|| {
+                                n.as_f64()
+                                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                                    .map(|f| f as u64)
+                            })
+                            .and_then(|u| u8::try_from(u).ok()),
+                        _ => None,
+                    };
+                    match byte {
+                        Some(b) => bytes.push(b),
+                        None => {
+                            return invalid(
+                                Value::Array(items.clone()),
+                                format!("the list holds {item}, which is not a byte (0..=255)"),
+                            );
+                        }
+                    }
+                }
+                Self::Bytes(bytes)
+            }
+            other => {
+                let problem = format!("{other} is neither a base64 string nor a list of bytes");
+                invalid(other, problem)
+            }
+        }
+    }
+}
+
+/// Base64 as Go's `encoding/base64.StdEncoding` (what the API server and upstream's agent use)
+/// reads it: padded, non-zero trailing bits allowed.
+const GO_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 impl Serialize for GlobalValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        match self {
+            Self::Bytes(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            Self::Invalid { stored, .. } => stored.serialize(s),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for GlobalValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = GlobalValue;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a base64 string or a list of byte values (0..=255)")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GlobalValue, E> {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v)
-                    .map(GlobalValue)
-                    .map_err(|e| E::custom(format!("global data value {v:?} is not base64: {e}")))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<GlobalValue, A::Error> {
-                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(v) = seq.next_element::<i64>()? {
-                    let b = u8::try_from(v).map_err(|_| {
-                        serde::de::Error::custom(format!(
-                            "global data list holds {v}, which is not a byte (0..=255)"
-                        ))
-                    })?;
-                    bytes.push(b);
-                }
-                Ok(GlobalValue(bytes))
-            }
-        }
-        d.deserialize_any(Visitor)
+        serde_json::Value::deserialize(d).map(Self::from_value)
     }
 }
 
@@ -215,6 +278,47 @@ impl JsonSchema for GlobalValue {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "format": "byte" })
     }
+}
+
+/// Reads an optional kernel id leniently: the schema says `format: int32` and writers may
+/// store negative numbers; anything outside 0..=u32::MAX reads as no id (the agent then
+/// re-checks the kernel) instead of making the whole object unreadable.
+pub fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| v.as_u64())
+        .and_then(|u| u32::try_from(u).ok()))
+}
+
+/// A condition as the Kubernetes API defines `metav1.Condition`, with the transition time kept
+/// as the string stored: the API server's `date-time` check accepts times k8s-openapi's `Time`
+/// cannot parse (a `+99:99` offset, 13 fraction digits), which would make the whole State or
+/// application unreadable.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// The condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A CamelCase reason; must match [`CONDITION_REASON_PATTERN`].
+    pub reason: String,
+    /// What happened and what to do.
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339, as stored.
+    #[serde(default)]
+    pub last_transition_time: String,
+    /// The generation the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Now, as a condition's `lastTransitionTime` (RFC 3339, seconds, UTC).
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A label selector as controller-gen writes `metav1.LabelSelector`: atomic, with atomic
@@ -299,6 +403,81 @@ pub fn conditions(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Declares a spec enum: the values this version knows as variants and in the schema's
+/// `enum`, anything else read into `Other` instead of refused. An object stored under another
+/// CRD version's wider enum (a newer program type, a new proceed-on value) then still reads,
+/// and only its own application is reported as unsupported.
+macro_rules! spec_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A value this version does not know (stored under a wider schema), kept as written.
+            Other(String),
+        }
+
+        impl $name {
+            /// Every value this version knows, in the schema's order.
+            pub const KNOWN: &'static [$name] = &[$(Self::$variant),+];
+
+            /// The spelling in the CRDs.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(s) => s,
+                }
+            }
+
+            /// Whether this version knows the value.
+            pub fn is_known(&self) -> bool {
+                !matches!(self, Self::Other(_))
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                match s {
+                    $($text => Self::$variant,)+
+                    other => Self::Other(other.to_string()),
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Ok(Self::from(s.as_str()))
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "enum": [$($text),+] })
+            }
+        }
+    };
+}
+pub(crate) use spec_enum;
+
 /// Declares a string-valued status enum: known values as variants, anything else kept verbatim
 /// in `Other` (a newer agent may write values this one does not know). The schema is a plain
 /// string, as upstream's.
@@ -369,6 +548,10 @@ pub(crate) use status_string;
 mod tests {
     use super::*;
 
+    fn b(v: &GlobalValue) -> &[u8] {
+        v.bytes().expect("bytes")
+    }
+
     #[test]
     fn global_data_reads_both_stored_forms_and_writes_base64() {
         let from_list: GlobalData =
@@ -378,24 +561,62 @@ mod tests {
             serde_json::from_str(r#"{"GLOBAL_u8":"AQ==","GLOBAL_u32":"DQwLCg=="}"#)
                 .expect("base64");
         assert_eq!(from_list, from_b64);
-        assert_eq!(from_list["GLOBAL_u32"].0, vec![13, 12, 11, 10]);
+        assert_eq!(b(&from_list["GLOBAL_u32"]), [13, 12, 11, 10]);
         let out = serde_json::to_string(&from_list).expect("serialize");
         assert_eq!(out, r#"{"GLOBAL_u32":"DQwLCg==","GLOBAL_u8":"AQ=="}"#);
     }
 
     #[test]
-    fn global_data_refuses_what_is_neither_form_and_says_why() {
-        let e = serde_json::from_str::<GlobalData>(r#"{"g":[256]}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("256") && e.contains("not a byte"), "{e}");
-        let e = serde_json::from_str::<GlobalData>(r#"{"g":"not base64!"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not base64"), "{e}");
-        let e = serde_json::from_str::<GlobalData>(r#"{"g":7}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("base64 string or a list"), "{e}");
+    fn global_data_keeps_what_is_neither_form_and_says_why() {
+        for (json, why) in [
+            (r#"{"g":[256]}"#, "256"),
+            (r#"{"g":[-1]}"#, "-1"),
+            (r#"{"g":[1.5]}"#, "1.5"),
+            (r#"{"g":[null]}"#, "null"),
+            (r#"{"g":"not base64!"}"#, "not base64"),
+            (r#"{"g":7}"#, "neither a base64 string"),
+        ] {
+            let gd: GlobalData = serde_json::from_str(json).expect("read, not refused");
+            let problem = gd["g"].bytes().expect_err("not bytes");
+            assert!(problem.contains(why), "{json}: {problem}");
+            // Written back exactly as stored: reading never rewrites someone's data.
+            let back: serde_json::Value = serde_json::to_value(&gd).expect("serialize");
+            let orig: serde_json::Value = serde_json::from_str(json).expect("json");
+            assert_eq!(back, orig);
+        }
+    }
+
+    #[test]
+    fn global_data_base64_reads_as_go_does() {
+        // Non-zero trailing bits: Go's StdEncoding (and the API server) accept them.
+        let gd: GlobalData =
+            serde_json::from_str(r#"{"a":"AR==","b":"AB==","c":"AAB="}"#).expect("read");
+        assert_eq!(
+            (b(&gd["a"]), b(&gd["b"]), b(&gd["c"])),
+            (&[1u8][..], &[0u8][..], &[0u8, 0][..])
+        );
+        // Integral floats in lists (YAML 1.0) are bytes too.
+        let gd: GlobalData = serde_json::from_str(r#"{"a":[1.0, 255.0]}"#).expect("read");
+        assert_eq!(b(&gd["a"]), [1, 255]);
+    }
+
+    #[test]
+    fn ids_outside_u32_read_as_none() {
+        #[derive(Deserialize)]
+        struct W {
+            #[serde(default, deserialize_with = "lenient_id")]
+            id: Option<u32>,
+        }
+        for (json, want) in [
+            (r#"{"id":5}"#, Some(5)),
+            (r#"{"id":4294967295}"#, Some(u32::MAX)),
+            (r#"{"id":-1}"#, None),
+            (r#"{"id":4294967296}"#, None),
+            (r#"{"id":null}"#, None),
+            (r#"{}"#, None),
+        ] {
+            let w: W = serde_json::from_str(json).expect(json);
+            assert_eq!(w.id, want, "{json}");
+        }
     }
 }

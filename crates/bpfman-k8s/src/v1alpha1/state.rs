@@ -7,14 +7,13 @@
 // duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::application::{NsProgramType, ProgramType};
 use super::links::{Direction, TcProceedOn, XdpProceedOn};
-use super::shared::{NAME_PATTERN, conditions, status_string};
+use super::shared::{Condition, NAME_PATTERN, conditions, lenient_id, status_string};
 
 status_string!(
     /// The load state of an application on one node (`status.appLoadStatus`).
@@ -59,7 +58,11 @@ pub struct LinkStateCommon {
     pub uuid: String,
     /// The kernel link id once attached. Written as `format: int32` by upstream, holding
     /// unsigned ids above 2^31 in practice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_id"
+    )]
     #[schemars(with = "Option<i32>")]
     pub link_id: Option<u32>,
     /// Attached, NotAttached, AttachError or DetachError.
@@ -227,7 +230,11 @@ pub struct ClusterProgramState {
     #[serde(rename = "type")]
     pub type_: ProgramType,
     /// The kernel program id once loaded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_id"
+    )]
     #[schemars(with = "Option<i32>")]
     pub program_id: Option<u32>,
     /// Whether every link is as wanted.
@@ -265,7 +272,11 @@ pub struct NsProgramState {
     #[serde(rename = "type")]
     pub type_: NsProgramType,
     /// The kernel program id once loaded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_id"
+    )]
     #[schemars(with = "Option<i32>")]
     pub program_id: Option<u32>,
     /// Whether every link is as wanted.
