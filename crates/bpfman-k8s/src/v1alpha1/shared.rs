@@ -49,21 +49,17 @@ pub struct ByteCodeImage {
 
 spec_enum!(
     /// When an image is pulled, as Kubernetes names it.
+    #[derive(Default)]
     PullPolicy {
         /// Pull on every load.
         Always = "Always",
         /// Never pull: the image must already be in the node's cache.
         Never = "Never",
         /// Pull only when the node does not have the image.
+        #[default]
         IfNotPresent = "IfNotPresent",
     }
 );
-
-impl Default for PullPolicy {
-    fn default() -> Self {
-        Self::IfNotPresent
-    }
-}
 
 /// The Secret holding registry credentials.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
