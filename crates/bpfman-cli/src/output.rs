@@ -70,6 +70,20 @@ pub fn program_json(
         o.insert("created_at".into(), json!(r.created_at));
         o.insert("pin_path".into(), json!(r.pin_path));
         o.insert("attach_fn".into(), json!(r.attach_fn));
+        if let Some(Value::Object(kernel)) = o.get_mut("kernel") {
+            match (r.run_count, r.run_time_ns) {
+                (Some(n), Some(ns)) => {
+                    kernel.insert("run_count".into(), json!(n));
+                    kernel.insert("run_time_ns".into(), json!(ns));
+                }
+                _ => {
+                    kernel.insert(
+                        "run_stats".into(),
+                        json!("off (turn on with [metrics] program_stats in the daemon's config)"),
+                    );
+                }
+            }
+        }
     }
     v
 }

@@ -156,6 +156,16 @@ pub struct Conn {
     limits: Limits,
     timer: Pin<Box<tokio::time::Sleep>>,
     _slot: Slot,
+    _open: OpenConn,
+}
+
+/// Counts a connection in `bpfman_open_connections` while it lives.
+struct OpenConn(bpfman_metrics::prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Connected for Conn {
@@ -266,6 +276,7 @@ pub fn incoming(
     listener: UnixListener,
     limits: Limits,
     connections: Arc<Counter>,
+    open: bpfman_metrics::prometheus_client::metrics::gauge::Gauge,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
@@ -315,6 +326,10 @@ pub fn incoming(
                 limits,
                 timer,
                 _slot: slot,
+                _open: {
+                    open.inc();
+                    OpenConn(open.clone())
+                },
             };
             if tx.send(Ok(conn)).await.is_err() {
                 return;
@@ -330,6 +345,7 @@ pub struct AdmissionLayer {
     pub manager: Arc<Manager>,
     pub limits: Limits,
     pub requests: Arc<Counter>,
+    pub metrics: crate::metrics::RequestMetrics,
 }
 
 impl<S> tower::Layer<S> for AdmissionLayer {
@@ -385,7 +401,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let started = std::time::Instant::now();
+        let method = crate::metrics::RequestMetrics::method(req.uri().path());
+        let metrics = self.layer.metrics.clone();
         let reject = |s: tonic::Status| -> Self::Future {
+            metrics.observe(method, Some(s.code() as i32), started);
             let r = s.into_http::<tonic::body::Body>();
             Box::pin(async move { Ok(r) })
         };
@@ -402,6 +422,9 @@ where
         info.state.started.store(true, Ordering::SeqCst);
         let l = &self.layer;
         if !l.manager.knows(caller) {
+            l.manager
+                .events()
+                .denied(crate::metrics::RequestMetrics::action(method), None);
             let who = bpfman::policy::Subject::resolve(caller.uid, caller.gid);
             return reject(tonic::Status::permission_denied(format!(
                 "'{}' denied: no policy rule names {}",
@@ -428,9 +451,19 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let fut = inner.call(req);
+        let metrics = self.layer.metrics.clone();
         Box::pin(async move {
             let _guard = guard;
-            fut.await
+            let r = fut.await;
+            if let Ok(resp) = &r {
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok());
+                metrics.observe(method, code, started);
+            }
+            r
         })
     }
 }

@@ -4,6 +4,7 @@
 //! `server` translates `bpfman.v1` and `bpfman.ext.v1` onto the manager and nothing more.
 
 mod admission;
+mod metrics;
 mod server;
 mod startup;
 

@@ -385,18 +385,23 @@ impl BpfmanExt for Service {
                 Ok(m.list(who, &ListFilter::default())?
                     .into_iter()
                     .filter_map(|v| v.program)
-                    .map(|p| ext::ProgramRecord {
-                        id: p.id,
-                        name: p.name,
-                        kind: p.kind.as_str().to_string(),
-                        owner: Some(ext::Owner {
-                            uid: p.owner.uid,
-                            gid: p.owner.gid,
-                            pid: p.owner.pid,
-                        }),
-                        created_at: p.created_at,
-                        pin_path: p.pin_path,
-                        attach_fn: p.attach_fn,
+                    .map(|p| {
+                        let stats = m.run_stats(&p);
+                        ext::ProgramRecord {
+                            run_count: stats.map(|s| s.0),
+                            run_time_ns: stats.map(|s| s.1),
+                            id: p.id,
+                            name: p.name,
+                            kind: p.kind.as_str().to_string(),
+                            owner: Some(ext::Owner {
+                                uid: p.owner.uid,
+                                gid: p.owner.gid,
+                                pid: p.owner.pid,
+                            }),
+                            created_at: p.created_at,
+                            pin_path: p.pin_path,
+                            attach_fn: p.attach_fn,
+                        }
                     })
                     .collect())
             })

@@ -89,7 +89,7 @@ fn ensure_tracefs() {
     }
 }
 
-fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
+fn bind_socket(path: &Path, gid: Option<nix::unistd::Gid>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -107,6 +107,16 @@ fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener>
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(gid))
+            .with_context(|| format!("chown :{gid} {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// The group the API socket (and the metrics socket) get: `[api] socket_group`, or
+/// `bpfman` when that exists.
+fn socket_gid(group: Option<&str>) -> anyhow::Result<Option<nix::unistd::Gid>> {
     // The default group may be absent: then only root can connect. A group the config
     // names must exist.
     let (g, explicit) = match group {
@@ -130,11 +140,7 @@ fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener>
             }
         },
     };
-    if let Some(gid) = gid {
-        nix::unistd::chown(path, None, Some(gid))
-            .with_context(|| format!("chown :{g} {}", path.display()))?;
-    }
-    Ok(listener)
+    Ok(gid)
 }
 
 /// Names, sizes and modification times of a directory's `*.toml` files: changes when
@@ -205,11 +211,28 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         libc::malloc_trim(0);
     }
     let manager = Arc::new(manager);
+    // Kernel run statistics stay on while this guard lives (the whole run).
+    let run_stats = if config.metrics.program_stats {
+        match manager.enable_run_stats() {
+            Ok(g) => {
+                info!("kernel run statistics are on ([metrics] program_stats)");
+                Some(g)
+            }
+            Err(e) => {
+                warn!("[metrics] program_stats: cannot turn kernel run statistics on: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let request_metrics = crate::metrics::RequestMetrics::default();
     let limits = admission::Limits::from_config(&config.api);
     let admit = admission::AdmissionLayer {
         manager: manager.clone(),
         limits,
         requests: Arc::new(admission::Counter::default()),
+        metrics: request_metrics.clone(),
     };
     let service = Service {
         manager,
@@ -225,7 +248,30 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let group = config.api.socket_group.clone();
-        let listener = bind_socket(&socket, group.as_deref())?;
+        let gid = socket_gid(group.as_deref())?;
+        let listener = bind_socket(&socket, gid)?;
+        let endpoints = crate::metrics::bind(&config, gid.map(|g| g.as_raw()))?;
+        if !endpoints.is_empty() {
+            let registry = crate::metrics::registry(
+                &service.manager,
+                &config,
+                &request_metrics,
+                run_stats.is_some(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let registry = Arc::new(registry);
+            for e in endpoints {
+                let where_ = match &e {
+                    bpfman_metrics::Bound::Tcp(l) => l
+                        .local_addr()
+                        .map(|a| format!("http://{a}/metrics"))
+                        .unwrap_or_default(),
+                    bpfman_metrics::Bound::Unix(_, p) => format!("unix:{} /metrics", p.display()),
+                };
+                info!("metrics on {where_}");
+                tokio::spawn(bpfman_metrics::serve(registry.clone(), e));
+            }
+        }
         watch_sighup(service.manager.clone(), service.config_path.clone());
         let max_request = config.daemon.max_request_bytes;
         let programs_dir = config.daemon.programs_dir.clone();
@@ -237,8 +283,12 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         );
         info!("serving on {}", socket.display());
         let shutdown = shutdown_signal();
-        let incoming =
-            admission::incoming(listener, limits, Arc::new(admission::Counter::default()));
+        let incoming = admission::incoming(
+            listener,
+            limits,
+            Arc::new(admission::Counter::default()),
+            request_metrics.open_connections.clone(),
+        );
         tonic::transport::Server::builder()
             .max_concurrent_streams(config.api.max_streams_per_connection)
             .http2_max_pending_accept_reset_streams(Some(32))
@@ -250,6 +300,10 @@ pub fn run(args: Options) -> anyhow::Result<()> {
             .await
             .context("serving the API")?;
         let _ = std::fs::remove_file(&socket);
+        if let Some(p) = &config.metrics.socket {
+            let _ = std::fs::remove_file(p);
+        }
+        drop(run_stats);
         Ok(())
     })
 }

@@ -26,6 +26,41 @@ pub struct Config {
     /// Limits and background work (see docs/reliability.md).
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// The Prometheus endpoint (see docs/metrics.md); off unless an address is given.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A TCP address to serve `/metrics` on, e.g. `127.0.0.1:9464`.
+    pub listen: Option<String>,
+    /// A unix socket to serve `/metrics` on (mode 0660, group `[api] socket_group`).
+    pub socket: Option<PathBuf>,
+    /// Hold kernel run statistics on (`BPF_ENABLE_STATS`, Linux 5.8+) while the daemon runs.
+    #[serde(default)]
+    pub program_stats: bool,
+    /// Metadata keys that become labels of `bpfman_program_info`.
+    #[serde(default)]
+    pub metadata_labels: Vec<String>,
+}
+
+impl MetricsConfig {
+    /// The TCP address, parsed.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>> {
+        self.listen
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    Error::invalid(format!(
+                        "[metrics] listen = '{a}': not an address and port ({e}); write e.g. \"127.0.0.1:9464\""
+                    ))
+                })
+            })
+            .transpose()
+    }
 }
 
 /// `[daemon]`.
@@ -289,6 +324,19 @@ impl Config {
                 .unwrap_or_default();
             Error::invalid(format!("config {origin}{pos}: {}", e.message()))
         })?;
+        c.metrics
+            .listen_addr()
+            .map_err(|e| Error::invalid(format!("config {origin}: {}", e.message())))?;
+        if let Some(s) = &c.metrics.socket
+            && !s.is_absolute()
+        {
+            return Err(Error::invalid(format!(
+                "config {origin}: [metrics] socket = '{}': use an absolute path",
+                s.display()
+            )));
+        }
+        crate::metrics::MetadataLabels::new(&c.metrics.metadata_labels)
+            .map_err(|e| Error::invalid(format!("config {origin}: {e}")))?;
         for (iface, i) in &c.interfaces {
             if let Some(m) = &i.xdp_mode
                 && !["drv", "skb", "hw"].contains(&m.as_str())

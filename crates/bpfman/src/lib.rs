@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod image;
 mod kernel;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod request;

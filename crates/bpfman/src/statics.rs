@@ -287,6 +287,21 @@ impl IntoIterator for Report {
 /// Brings the loaded static programs in line with the files in `dir`. Returns what it
 /// did and what failed (a bad file changes nothing of what it declared before).
 pub fn apply(m: &Manager, dir: &Path) -> Report {
+    let report = apply_inner(m, dir);
+    for e in &report.0 {
+        let result = match e.kind {
+            EventKind::Loaded => "loaded",
+            EventKind::Attached => "attached",
+            EventKind::Unloaded => "removed",
+            EventKind::Kept => continue,
+            EventKind::Failed => "failed",
+        };
+        crate::metrics::Events::count(&m.events().programs_d_applies, result);
+    }
+    report
+}
+
+fn apply_inner(m: &Manager, dir: &Path) -> Report {
     let mut report = Report::default();
     let root = Caller {
         uid: 0,

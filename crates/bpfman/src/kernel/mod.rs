@@ -13,6 +13,7 @@ pub mod ids;
 mod netns;
 pub(crate) mod ops;
 pub mod probe;
+pub mod stats;
 mod tcx;
 mod workers;
 

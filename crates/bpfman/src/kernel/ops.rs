@@ -18,6 +18,11 @@ pub trait Ops: Send + Sync {
     fn load(&self, bytes: Bytecode, plan: LoadPlan) -> Result<Loaded>;
     fn pinned_info(&self, pin: &Path) -> Result<KernelProgram>;
     fn link_program_id(&self, pin: &Path) -> Option<u32>;
+    fn program_stats(
+        &self,
+        pin: &Path,
+        map_memlock: &mut std::collections::HashMap<u32, u64>,
+    ) -> Result<super::stats::ProgramStats>;
     fn all_programs(&self) -> Vec<KernelProgram>;
     fn unpin_program(&self, pin: &Path) -> Result<()>;
     fn wait_gone(&self, obj: ids::Object, id: u32) -> bool;
@@ -97,6 +102,13 @@ impl Ops for Kernel {
     }
     fn link_program_id(&self, pin: &Path) -> Option<u32> {
         Kernel::link_program_id(self, pin)
+    }
+    fn program_stats(
+        &self,
+        pin: &Path,
+        map_memlock: &mut std::collections::HashMap<u32, u64>,
+    ) -> Result<super::stats::ProgramStats> {
+        super::stats::program_stats(pin, map_memlock)
     }
     fn all_programs(&self) -> Vec<KernelProgram> {
         Kernel::all_programs(self)

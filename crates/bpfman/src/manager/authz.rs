@@ -279,6 +279,7 @@ impl Manager {
         crate::request::check()?;
         let who = Subject::resolve(caller.uid, caller.gid);
         if let Err(reason) = self.policy().may(&who, action) {
+            self.events.denied(action.as_str(), None);
             if !matches!(action, Action::List | Action::Get) {
                 let mut e = self.audit_entry(caller, &who, action, what, (None, false, &reason));
                 e.insert("outcome".into(), "denied".into());
@@ -317,6 +318,7 @@ impl Manager {
             )
         });
         if !d.allowed {
+            self.events.denied(req.action().as_str(), d.rule.as_deref());
             if let Some(mut e) = entry.take() {
                 e.insert("outcome".into(), "denied".into());
                 self.audit.write(&serde_json::Value::Object(e));

@@ -128,6 +128,27 @@ impl Manager {
         links: Vec<Link>,
         kind: HookKind,
     ) -> Result<()> {
+        let r = self.rebuild_inner(hook, h, links, kind);
+        self.events
+            .dispatcher_rebuilds
+            .get_or_create(&crate::metrics::RebuildLabels {
+                hook_type: match kind {
+                    HookKind::Xdp => "xdp".into(),
+                    HookKind::Tc => "tc".into(),
+                },
+                result: if r.is_ok() { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        r
+    }
+
+    fn rebuild_inner(
+        &self,
+        hook: &HookKey,
+        h: &NetHook,
+        links: Vec<Link>,
+        kind: HookKind,
+    ) -> Result<()> {
         let cur = self.store.dispatcher(hook)?;
         let slots = plan::slots(&links, kind)?;
         // Above the recorded revision and above any a crash left on bpffs.

@@ -113,6 +113,20 @@ impl Ops for FakeKernel {
     fn link_program_id(&self, pin: &Path) -> Option<u32> {
         self.state().links.get(pin).map(|(_, p)| *p)
     }
+    fn program_stats(
+        &self,
+        pin: &Path,
+        _map_memlock: &mut std::collections::HashMap<u32, u64>,
+    ) -> Result<crate::kernel::stats::ProgramStats> {
+        let p = self.pinned_info(pin)?;
+        Ok(crate::kernel::stats::ProgramStats {
+            id: p.id,
+            verified_insns: p.verified_insns,
+            jited_bytes: p.bytes_jited,
+            memlock_bytes: p.bytes_memlock as u64,
+            ..Default::default()
+        })
+    }
     fn all_programs(&self) -> Vec<KernelProgram> {
         self.state().programs.values().cloned().collect()
     }

@@ -125,18 +125,42 @@ impl Manager {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<ImageRecord> {
         let limit = Duration::from_secs(self.config.images.pull_timeout_secs);
-        let pull = self.images.service()?.pull(url, policy, creds, progress);
-        match self
-            .images
-            .block_on(async { tokio::time::timeout(limit, pull).await })?
-        {
-            Ok(r) => r,
-            Err(_) => Err(Error::precondition(format!(
-                "pulling {url} took longer than {} s ([images] pull_timeout_secs); the \
-                 registry is too slow or stalled; nothing was cached",
-                limit.as_secs()
-            ))),
+        let r = (|| {
+            let pull = self.images.service()?.pull(url, policy, creds, progress);
+            match self
+                .images
+                .block_on(async { tokio::time::timeout(limit, pull).await })?
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::precondition(format!(
+                    "pulling {url} took longer than {} s ([images] pull_timeout_secs); the \
+                     registry is too slow or stalled; nothing was cached",
+                    limit.as_secs()
+                ))),
+            }
+        })();
+        let ev = &self.events;
+        use crate::metrics::Events;
+        match &r {
+            Ok(rec) => {
+                Events::count(&ev.image_pulls, "ok");
+                let sig = if rec.signature.starts_with("verified") {
+                    "verified"
+                } else if rec.signature.starts_with("unsigned") {
+                    "unsigned_allowed"
+                } else {
+                    "not_checked"
+                };
+                Events::count(&ev.signature_checks, sig);
+            }
+            Err(e) => {
+                Events::count(&ev.image_pulls, "failed");
+                if e.message().contains("signature") {
+                    Events::count(&ev.signature_checks, "failed");
+                }
+            }
         }
+        r
     }
 
     /// Cached images.

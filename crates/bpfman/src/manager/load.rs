@@ -9,6 +9,16 @@ impl Manager {
     // metadata, globals, the policy decision, quota reserved with its check).
     /// Loads programs from one object. Nothing is attached.
     pub fn load(&self, caller: Caller, req: LoadRequest) -> Result<Vec<Program>> {
+        let r = self.load_inner(caller, req);
+        if let Err(e) = &r
+            && !matches!(e.kind(), crate::ErrorKind::Cancelled)
+        {
+            self.events.load_failed(e);
+        }
+        r
+    }
+
+    fn load_inner(&self, caller: Caller, req: LoadRequest) -> Result<Vec<Program>> {
         let who = self.precheck(caller, Action::Load, "load")?;
         let bytecode = req
             .bytecode

@@ -170,9 +170,12 @@ mod dispatch;
 mod fake;
 mod images;
 mod load;
+mod observe;
 mod plan;
 mod reconcile;
 mod views;
+
+pub use observe::{LinkSample, ProgramSample, RunStats, Snapshot};
 
 use attach::intent;
 use authz::*;
@@ -217,6 +220,8 @@ pub struct Manager {
     /// Program id -> declares XDP multi-buffer support (from its ELF section).
     /// Bytecode held in memory by loads in progress.
     bytecode_budget: Arc<access::Budget>,
+    /// Event counters for the metrics endpoint.
+    events: Arc<crate::metrics::Events>,
 }
 
 /// One key's lock from [`Manager::lock`]; derefs to the mutex. Dropping the last
@@ -308,6 +313,7 @@ impl Manager {
             gate: RwLock::new(()),
             images: ImagePuller::new(&images)?,
             bytecode_budget,
+            events: Arc::new(crate::metrics::Events::default()),
         };
         let report = m.reconcile_with(true)?;
         Ok((m, report))

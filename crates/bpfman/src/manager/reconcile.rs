@@ -40,6 +40,40 @@ impl Manager {
     /// `at_start`: the daemon has just started, so an operation of the previous process
     /// may have been cut short anywhere (see `reconcile_dispatchers`).
     pub(super) fn reconcile_with(&self, at_start: bool) -> Result<ReconcileReport> {
+        let started = std::time::Instant::now();
+        let r = self.reconcile_inner(at_start);
+        let ev = &self.events;
+        ev.reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        match &r {
+            Ok(report) => {
+                crate::metrics::Events::count(&ev.reconcile_runs, "ok");
+                for rep in &report.repairs {
+                    let kind = match rep.subject {
+                        RepairSubject::Program(_) => "program",
+                        RepairSubject::Link(_) => "link",
+                        RepairSubject::Pin(_) => "pin",
+                        RepairSubject::Dispatcher(_) => "dispatcher",
+                    };
+                    let outcome = match rep.outcome {
+                        super::RepairOutcome::Repaired => "repaired",
+                        super::RepairOutcome::Kept => "kept",
+                        super::RepairOutcome::Failed => "failed",
+                    };
+                    ev.reconcile_repairs
+                        .get_or_create(&crate::metrics::RepairLabels {
+                            kind: kind.into(),
+                            outcome: outcome.into(),
+                        })
+                        .inc();
+                }
+            }
+            Err(_) => crate::metrics::Events::count(&ev.reconcile_runs, "error"),
+        }
+        r
+    }
+
+    fn reconcile_inner(&self, at_start: bool) -> Result<ReconcileReport> {
         // No load, unload, attach or detach is half done while this runs.
         let _gate = self
             .gate
@@ -361,7 +395,7 @@ impl Manager {
     /// Whether the hook runs what its record and links say: the recorded revision holds
     /// exactly the links' slots, and a bpf_link (XDP, or TC behind TCX) runs the
     /// recorded program. A classic TC filter is checked (and repaired) by the caller.
-    fn hook_runs_records(
+    pub(super) fn hook_runs_records(
         &self,
         hook: &HookKey,
         r: &DispatcherRecord,
