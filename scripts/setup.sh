@@ -7,6 +7,10 @@ apt-get update -qq
 apt-get install -y -qq clang llvm libbpf-dev iproute2 iputils-ping make \
     qemu-system-x86 linux-image-amd64 busybox-static xdp-tools bpftool python3-pip \
     docker-registry apache2-utils buildah skopeo >/dev/null
+# Prometheus for the metrics suite (tests start their own on 127.0.0.1); the package's own
+# service, where systemd runs it, would listen on every address: keep it off.
+apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+systemctl disable --now prometheus >/dev/null 2>&1 || true
 # A second VM kernel with both TCX and freplace (the host has TCX without freplace, 6.1
 # freplace without TCX): Debian's 6.12 from bookworm-backports, beside the 6.1 one.
 if [ ! -e /etc/apt/sources.list.d/backports.sources ] && grep -q bookworm /etc/os-release; then

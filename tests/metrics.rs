@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -310,6 +310,14 @@ file_dirs = ["{}"]
             out.status.success() && said.trim().is_empty(),
             "promtool: {said}\n{text}"
         );
+        // And the example alert rules load.
+        let rules = common::repo().join("deploy/prometheus/bpfman-alerts.yml");
+        let out = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&rules)
+            .output()
+            .expect("promtool");
+        assert!(out.status.success(), "promtool check rules: {}", String::from_utf8_lossy(&out.stderr));
     } else {
         println!("SKIP promtool check: no promtool (Debian's prometheus package ships it)");
     }
@@ -392,5 +400,4 @@ fn bad_metrics_settings_stop_the_daemon_naming_the_setting() {
     let e = start_fails(&format!("[metrics]\nsocket = \"{}\"\n", f.display()));
     assert!(e.contains("not a socket"), "{e}");
     assert_eq!(std::fs::read_to_string(&f).expect("kept"), "keep");
-    let _ = Path::new("");
 }
