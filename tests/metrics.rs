@@ -317,7 +317,11 @@ file_dirs = ["{}"]
             .arg(&rules)
             .output()
             .expect("promtool");
-        assert!(out.status.success(), "promtool check rules: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "promtool check rules: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     } else {
         println!("SKIP promtool check: no promtool (Debian's prometheus package ships it)");
     }

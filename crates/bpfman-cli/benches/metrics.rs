@@ -26,7 +26,12 @@ fn cli(sock: &std::path::Path, args: &[&str]) -> serde_json::Value {
         .env("BPFMAN_SOCKET", sock)
         .output()
         .expect("bpfman");
-    assert!(o.status.success(), "bpfman {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "bpfman {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
@@ -40,7 +45,11 @@ fn free_port() -> u16 {
 fn scrape(port: u16) -> (f64, usize) {
     let t = Instant::now();
     let out = Command::new("curl")
-        .args(["-s", "-H", "Accept: application/openmetrics-text; version=1.0.0"])
+        .args([
+            "-s",
+            "-H",
+            "Accept: application/openmetrics-text; version=1.0.0",
+        ])
         .arg(format!("http://127.0.0.1:{port}/metrics"))
         .output()
         .expect("curl");
@@ -53,7 +62,10 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn scrape_bench() {
-    let n: usize = std::env::var("BENCH_PROGRAMS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("BENCH_PROGRAMS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let port = free_port();
     let daemon = common::BenchDaemon::start_with_config(
         "bmet0",
@@ -66,7 +78,17 @@ fn scrape_bench() {
     let t = Instant::now();
     let mut first = None;
     for i in 0..n {
-        let v = cli(&daemon.sock, &["load", "file", "--path", &obj, "--programs", "tracepoint:tp_count"]);
+        let v = cli(
+            &daemon.sock,
+            &[
+                "load",
+                "file",
+                "--path",
+                &obj,
+                "--programs",
+                "tracepoint:tp_count",
+            ],
+        );
         if i == 0 {
             first = v[0]["id"].as_u64();
         }
@@ -78,10 +100,29 @@ fn scrape_bench() {
         .as_array()
         .map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect())
         .unwrap_or_default();
-    for id in ids.iter().take(links) {
-        cli(&daemon.sock, &["attach", &id.to_string(), "tracepoint", "--tracepoint", "syscalls/sys_enter_getpid"]);
+    // The kernel runs at most 64 programs per tracepoint: spread them.
+    let tracepoints = [
+        "syscalls/sys_enter_getpid",
+        "syscalls/sys_enter_getppid",
+        "syscalls/sys_enter_getuid",
+        "syscalls/sys_enter_getgid",
+    ];
+    for (i, id) in ids.iter().take(links).enumerate() {
+        cli(
+            &daemon.sock,
+            &[
+                "attach",
+                &id.to_string(),
+                "tracepoint",
+                "--tracepoint",
+                tracepoints[(i / 50) % tracepoints.len()],
+            ],
+        );
     }
-    eprintln!("loaded {n} programs ({links} attached) in {:.1} s (first id {first:?})", t.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {n} programs ({links} attached) in {:.1} s (first id {first:?})",
+        t.elapsed().as_secs_f64()
+    );
     let _ = scrape(port);
     let mut times = Vec::new();
     let mut size = 0;
@@ -91,7 +132,10 @@ fn scrape_bench() {
         size = bytes;
     }
     let (p50, p95) = (pct(&mut times.clone(), 0.5), pct(&mut times, 0.95));
-    println!("scrape with {n} programs and {links} links: p50 {p50:.1} ms, p95 {p95:.1} ms, {size} bytes ({:.0} bytes per program), 30 scrapes (curl wall time, OpenMetrics)", size as f64 / n as f64);
+    println!(
+        "scrape with {n} programs and {links} links: p50 {p50:.1} ms, p95 {p95:.1} ms, {size} bytes ({:.0} bytes per program), 30 scrapes (curl wall time, OpenMetrics)",
+        size as f64 / n as f64
+    );
 }
 
 fn test_run(fd: i32, repeat: u32) -> u32 {
@@ -105,21 +149,42 @@ fn test_run(fd: i32, repeat: u32) -> u32 {
     attr[16..24].copy_from_slice(&(pkt.as_ptr() as u64).to_ne_bytes());
     attr[32..36].copy_from_slice(&repeat.to_ne_bytes());
     let r = bpf(10, &mut attr);
-    assert!(r == 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    assert!(
+        r == 0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
     u32::from_ne_bytes([attr[36], attr[37], attr[38], attr[39]])
 }
 
 fn stats_bench() {
-    let repeat: u32 = std::env::var("BENCH_REPEAT").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let repeat: u32 = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let daemon = common::BenchDaemon::start("bmet1");
     let obj = common::object("xdp_test.bpf.o");
-    let id = cli(&daemon.sock, &["load", "file", "--path", &obj, "--programs", "xdp:xdp_count_pass"])[0]["id"]
+    let id = cli(
+        &daemon.sock,
+        &[
+            "load",
+            "file",
+            "--path",
+            &obj,
+            "--programs",
+            "xdp:xdp_count_pass",
+        ],
+    )[0]["id"]
         .as_u64()
         .expect("id") as u32;
     let mut attr = [0u8; 128];
     attr[..4].copy_from_slice(&id.to_ne_bytes());
     let fd = bpf(13, &mut attr);
-    assert!(fd >= 0, "BPF_PROG_GET_FD_BY_ID: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_PROG_GET_FD_BY_ID: {}",
+        std::io::Error::last_os_error()
+    );
     let fd = fd as i32;
     test_run(fd, 1000);
     let (mut off, mut on) = (Vec::new(), Vec::new());
@@ -128,7 +193,11 @@ fn stats_bench() {
         // BPF_ENABLE_STATS (32), type BPF_STATS_RUN_TIME (0): on while the fd is open.
         let mut a = [0u8; 128];
         let sfd = bpf(32, &mut a);
-        assert!(sfd >= 0, "BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
+        assert!(
+            sfd >= 0,
+            "BPF_ENABLE_STATS: {}",
+            std::io::Error::last_os_error()
+        );
         on.push(test_run(fd, repeat) as f64);
         // SAFETY: closing the stats fd we opened.
         unsafe { libc::close(sfd as i32) };

@@ -184,6 +184,18 @@ pub fn run(args: Options) -> anyhow::Result<()> {
     let required = args.config != Path::new(DEFAULT_CONFIG);
     let config = Config::load(&args.config, required).map_err(|e| anyhow::anyhow!("{e}"))?;
     raise_nofile();
+    // The metrics endpoints first: a bad address stops the daemon before it touches the
+    // host (no bpffs mounted, no store opened).
+    if config.metrics.socket.as_deref() == Some(socket.as_path()) {
+        bail!(
+            "[metrics] socket = '{}' is the API socket (--socket); give the metrics their own path",
+            socket.display()
+        );
+    }
+    let endpoints = crate::metrics::bind(
+        &config,
+        socket_gid(config.api.socket_group.as_deref())?.map(|g| g.as_raw()),
+    )?;
     let paths = Paths::new(&args.runtime_dir, &socket);
     root_only(&paths.runtime_dir)?;
     if let Some(db) = paths.database.parent() {
@@ -250,7 +262,6 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         let group = config.api.socket_group.clone();
         let gid = socket_gid(group.as_deref())?;
         let listener = bind_socket(&socket, gid)?;
-        let endpoints = crate::metrics::bind(&config, gid.map(|g| g.as_raw()))?;
         if !endpoints.is_empty() {
             let registry = crate::metrics::registry(
                 &service.manager,

@@ -6,15 +6,20 @@
 //! so a bad address fails at start, with the setting named, not in a background task.
 //!
 //! The endpoint is read-only and holds no secrets, but a scrape costs work (the daemon's
-//! collector reads the kernel), so it is bounded: a few scrapes at a time, a deadline for the
-//! request head, small requests only, and any path but `/metrics` is 404.
+//! collector reads the kernel) and anyone who can connect is served, so it is bounded:
+//! one request per connection (no keep-alive, no pipelining), a deadline for the request head
+//! and one for the whole connection, a few encodes at a time and at most one every 250 ms
+//! (scrapes in between get the last one), and when every connection slot is taken a new
+//! connection evicts the oldest one still waiting for its request head, so slow or idle
+//! connections cannot lock scrapers out. Any path but `/metrics` is 404.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -36,6 +41,10 @@ const MAX_CONCURRENT_SCRAPES: usize = 4;
 const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may live in all (head, encode, writing the answer).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// Scrapes closer together than this share one encode.
+const MIN_ENCODE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Where the endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +64,11 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// A bound listener, ready to serve.
+/// A bound listener, ready to serve (bound without a runtime, so a process can check its
+/// addresses before it starts anything else).
 pub enum Bound {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
 }
 
 /// Why the endpoint could not be set up.
@@ -90,7 +100,7 @@ impl std::fmt::Display for BindError {
 
 impl std::error::Error for BindError {}
 
-/// Binds `listen` (must run inside a tokio runtime). A unix socket replaces a stale socket
+/// Binds `listen`. A unix socket replaces a stale socket
 /// file (never another kind of file), and gets `mode` and, when given, `gid`.
 pub fn bind(
     setting: &str,
@@ -107,20 +117,34 @@ pub fn bind(
         Listen::Tcp(addr) => {
             let std = std::net::TcpListener::bind(addr).map_err(err)?;
             std.set_nonblocking(true).map_err(err)?;
-            TcpListener::from_std(std).map(Bound::Tcp).map_err(err)
+            Ok(Bound::Tcp(std))
         }
         Listen::Unix(path) => {
             remove_stale_socket(path).map_err(err)?;
             let std = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
             std.set_nonblocking(true).map_err(err)?;
+            // What was bound must still be our socket (not a symlink swapped in) before it is
+            // chowned (without following links) and chmodded.
+            use std::os::unix::fs::FileTypeExt as _;
+            let m = std::fs::symlink_metadata(path).map_err(err)?;
+            if !m.file_type().is_socket() {
+                return Err(err(std::io::Error::other(format!(
+                    "{} changed while it was bound",
+                    path.display()
+                ))));
+            }
             if let Some(gid) = gid {
-                nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
-                    .map_err(|e| err(std::io::Error::from(e)))?;
+                nix::unistd::fchownat(
+                    nix::fcntl::AT_FDCWD,
+                    path,
+                    None,
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| err(std::io::Error::from(e)))?;
             }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-            UnixListener::from_std(std)
-                .map(|l| Bound::Unix(l, path.clone()))
-                .map_err(err)
+            Ok(Bound::Unix(std, path.clone()))
         }
     }
 }
@@ -128,7 +152,19 @@ pub fn bind(
 fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt as _;
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(m) if m.file_type().is_socket() => {
+            // A socket something still answers on is another server's, not a stale one.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "a server is listening on {}; refusing to replace it",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)
+        }
         Ok(_) => Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!(
@@ -194,13 +230,44 @@ pub fn encode(registry: &Registry) -> String {
 struct Shared {
     registry: Arc<Registry>,
     scrapes: Semaphore,
-    connections: Arc<Semaphore>,
+    /// The last encode and when it was made.
+    last: tokio::sync::Mutex<Option<(Instant, Arc<String>)>>,
+    conns: std::sync::Mutex<Conns>,
+}
+
+/// Open connections, oldest first: whether each has sent its request head, and how to stop it.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: std::collections::VecDeque<(u64, Arc<AtomicBool>, tokio::task::AbortHandle)>,
+}
+
+impl Shared {
+    async fn encoded(&self) -> Arc<String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, text)) = last.as_ref()
+            && at.elapsed() < MIN_ENCODE_INTERVAL
+        {
+            return text.clone();
+        }
+        let registry = self.registry.clone();
+        // The collectors read the kernel: off the async workers.
+        let text = Arc::new(
+            tokio::task::spawn_blocking(move || encode(&registry))
+                .await
+                .unwrap_or_default(),
+        );
+        *last = Some((Instant::now(), text.clone()));
+        text
+    }
 }
 
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    head: Arc<AtomicBool>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    head.store(true, Ordering::SeqCst);
     let reply = |code: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = code;
@@ -226,13 +293,9 @@ async fn handle(
             v.to_str()
                 .is_ok_and(|s| s.contains("application/openmetrics-text"))
         });
-    let registry = shared.registry.clone();
-    // The collectors read the kernel: off the async workers.
-    let text = tokio::task::spawn_blocking(move || encode(&registry))
-        .await
-        .unwrap_or_default();
+    let text = shared.encoded().await;
     let (text, content_type) = if openmetrics {
-        (text, CONTENT_TYPE)
+        (text.as_str().to_string(), CONTENT_TYPE)
     } else {
         (to_text_format(&text), TEXT_CONTENT_TYPE)
     };
@@ -247,45 +310,90 @@ fn spawn_connection<S>(shared: Arc<Shared>, io: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-        debug!("metrics: too many connections; closing a new one");
-        return;
+    let mut conns = match shared.conns.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
     };
-    tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+    conns.open.retain(|(_, _, h)| !h.is_finished());
+    if conns.open.len() >= MAX_CONNECTIONS {
+        // Full: make room by closing the oldest connection still waiting for its head; a
+        // connection being answered finishes within its deadline.
+        match conns
+            .open
+            .iter()
+            .position(|(_, head, _)| !head.load(Ordering::SeqCst))
+        {
+            Some(i) => {
+                if let Some((_, _, h)) = conns.open.remove(i) {
+                    h.abort();
+                }
+                debug!("metrics: all connections taken; closed the oldest idle one");
+            }
+            None => {
+                debug!("metrics: all connections are being answered; closing a new one");
+                return;
+            }
+        }
+    }
+    let id = conns.next;
+    conns.next += 1;
+    let head = Arc::new(AtomicBool::new(false));
+    let (h2, s2) = (head.clone(), shared.clone());
+    let task = tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |req| handle(s2.clone(), req, h2.clone()));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(false)
             .max_buf_size(16 << 10)
             .serve_connection(TokioIo::new(io), service);
-        if let Err(e) = conn.await {
-            debug!("metrics connection: {e}");
+        match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
+            Ok(Err(e)) => debug!("metrics connection: {e}"),
+            Err(_) => debug!("metrics connection: past its deadline; closed"),
+            Ok(Ok(())) => {}
         }
-        drop(permit);
     });
+    conns.open.push_back((id, head, task.abort_handle()));
 }
 
-/// Serves `registry` on `bound` until the task is dropped.
+/// Serves `registry` on `bound` until the task is dropped (inside a tokio runtime).
 pub async fn serve(registry: Arc<Registry>, bound: Bound) {
     let shared = Arc::new(Shared {
         registry,
         scrapes: Semaphore::new(MAX_CONCURRENT_SCRAPES),
-        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        last: tokio::sync::Mutex::new(None),
+        conns: std::sync::Mutex::new(Conns::default()),
     });
+    let bound = match bound {
+        Bound::Tcp(l) => TcpListener::from_std(l).map(Live::Tcp),
+        Bound::Unix(l, _) => UnixListener::from_std(l).map(Live::Unix),
+    };
+    let bound = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            warn!("metrics: cannot serve: {e}");
+            return;
+        }
+    };
     match bound {
-        Bound::Tcp(l) => loop {
+        Live::Tcp(l) => loop {
             match l.accept().await {
                 Ok((s, _)) => spawn_connection(shared.clone(), s),
                 Err(e) => accept_error(e).await,
             }
         },
-        Bound::Unix(l, _path) => loop {
+        Live::Unix(l) => loop {
             match l.accept().await {
                 Ok((s, _)) => spawn_connection(shared.clone(), s),
                 Err(e) => accept_error(e).await,
             }
         },
     }
+}
+
+enum Live {
+    Tcp(TcpListener),
+    Unix(UnixListener),
 }
 
 async fn accept_error(e: std::io::Error) {

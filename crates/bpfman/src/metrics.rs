@@ -95,7 +95,7 @@ impl Events {
         );
         registry.register(
             "policy_denials",
-            "Requests the policy denied, by action and the deciding rule ('none' when no rule names the caller)",
+            "Requests the policy denied, by action and the deciding rule ('none': no rule names the caller; 'no_grant': rules name it, none grants the action)",
             self.policy_denials.clone(),
         );
         registry.register(

@@ -279,7 +279,9 @@ impl Manager {
         crate::request::check()?;
         let who = Subject::resolve(caller.uid, caller.gid);
         if let Err(reason) = self.policy().may(&who, action) {
-            self.events.denied(action.as_str(), None);
+            // `none`: no rule names the caller; `no_grant`: rules do, none grants this.
+            let rule = self.policy().names(&who).then_some("no_grant");
+            self.events.denied(action.as_str(), rule);
             if !matches!(action, Action::List | Action::Get) {
                 let mut e = self.audit_entry(caller, &who, action, what, (None, false, &reason));
                 e.insert("outcome".into(), "denied".into());
