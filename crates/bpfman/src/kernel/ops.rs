@@ -21,7 +21,7 @@ pub trait Ops: Send + Sync {
     fn program_stats(
         &self,
         pin: &Path,
-        map_memlock: &mut std::collections::HashMap<u32, u64>,
+        map_memlock: &mut super::stats::StatsCache,
     ) -> Result<super::stats::ProgramStats>;
     fn all_programs(&self) -> Vec<KernelProgram>;
     fn unpin_program(&self, pin: &Path) -> Result<()>;
@@ -106,7 +106,7 @@ impl Ops for Kernel {
     fn program_stats(
         &self,
         pin: &Path,
-        map_memlock: &mut std::collections::HashMap<u32, u64>,
+        map_memlock: &mut super::stats::StatsCache,
     ) -> Result<super::stats::ProgramStats> {
         super::stats::program_stats(pin, map_memlock)
     }

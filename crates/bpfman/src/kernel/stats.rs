@@ -34,6 +34,22 @@ pub struct ProgramStats {
     pub map_memlock_bytes: u64,
 }
 
+/// What does not change while a program id lives (its memory and its maps' memory), kept
+/// across scrapes so a scrape reads only what moves: the run statistics.
+#[derive(Debug, Default)]
+pub struct StatsCache {
+    programs: HashMap<u32, (u64, u64)>,
+    seen: std::collections::HashSet<u32>,
+}
+
+impl StatsCache {
+    /// Forgets programs not read since the last call (ids the kernel may reuse).
+    pub fn prune(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.programs.retain(|id, _| seen.contains(id));
+    }
+}
+
 /// A field of `/proc/self/fdinfo/<fd>`.
 fn fdinfo_fields(fd: impl AsRawFd) -> HashMap<String, u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
@@ -46,31 +62,40 @@ fn fdinfo_fields(fd: impl AsRawFd) -> HashMap<String, u64> {
         .collect()
 }
 
-/// Reads a pinned program's statistics. `map_memlock` caches map memory by map id across
-/// one scrape (maps shared between programs are read once).
-pub fn program_stats(pin: &Path, map_memlock: &mut HashMap<u32, u64>) -> Result<ProgramStats> {
+/// Reads a pinned program's statistics; memory figures come from `cache` after the first
+/// read of a program id.
+pub fn program_stats(pin: &Path, cache: &mut StatsCache) -> Result<ProgramStats> {
     let info = ProgramInfo::from_pin(pin).map_err(|e| {
         Error::internal(format!("reading program pinned at {}: {e}", pin.display()))
     })?;
+    let id = info.id();
+    cache.seen.insert(id);
+    // Recursion misses move, and only the program's fdinfo has them.
     let fd = info
         .fd()
-        .map_err(|e| Error::internal(format!("opening program {}: {e}", info.id())))?;
+        .map_err(|e| Error::internal(format!("opening program {id}: {e}")))?;
     let fields = fdinfo_fields(fd.as_fd().as_raw_fd());
-    let mut maps = 0u64;
-    for id in info.map_ids().ok().flatten().unwrap_or_default() {
-        let bytes = *map_memlock.entry(id).or_insert_with(|| {
-            MapInfo::from_id(id)
-                .and_then(|m| m.fd())
-                .map(|fd| {
-                    fdinfo_fields(fd.as_fd().as_raw_fd())
-                        .get("memlock")
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .unwrap_or(0)
-        });
-        maps += bytes;
-    }
+    drop(fd);
+    let (memlock, maps) = match cache.programs.get(&id) {
+        Some(v) => *v,
+        None => {
+            let mut maps = 0u64;
+            for map in info.map_ids().ok().flatten().unwrap_or_default() {
+                maps += MapInfo::from_id(map)
+                    .and_then(|m| m.fd())
+                    .map(|fd| {
+                        fdinfo_fields(fd.as_fd().as_raw_fd())
+                            .get("memlock")
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+            }
+            let v = (fields.get("memlock").copied().unwrap_or(0), maps);
+            cache.programs.insert(id, v);
+            v
+        }
+    };
     Ok(ProgramStats {
         id: info.id(),
         run_count: info.run_count(),
@@ -78,7 +103,7 @@ pub fn program_stats(pin: &Path, map_memlock: &mut HashMap<u32, u64>) -> Result<
         recursion_misses: fields.get("recursion_misses").copied(),
         verified_insns: info.verified_instruction_count().unwrap_or(0),
         jited_bytes: info.size_jitted(),
-        memlock_bytes: fields.get("memlock").copied().unwrap_or(0),
+        memlock_bytes: memlock,
         map_memlock_bytes: maps,
     })
 }

@@ -116,7 +116,7 @@ impl Ops for FakeKernel {
     fn program_stats(
         &self,
         pin: &Path,
-        _map_memlock: &mut std::collections::HashMap<u32, u64>,
+        __map_memlock: &mut crate::kernel::stats::StatsCache,
     ) -> Result<crate::kernel::stats::ProgramStats> {
         let p = self.pinned_info(pin)?;
         Ok(crate::kernel::stats::ProgramStats {

@@ -222,6 +222,8 @@ pub struct Manager {
     bytecode_budget: Arc<access::Budget>,
     /// Event counters for the metrics endpoint.
     events: Arc<crate::metrics::Events>,
+    /// What scrapes keep of programs' unchanging facts between scrapes.
+    stats_cache: Mutex<crate::kernel::stats::StatsCache>,
 }
 
 /// One key's lock from [`Manager::lock`]; derefs to the mutex. Dropping the last
@@ -314,6 +316,7 @@ impl Manager {
             images: ImagePuller::new(&images)?,
             bytecode_budget,
             events: Arc::new(crate::metrics::Events::default()),
+            stats_cache: Mutex::new(Default::default()),
         };
         let report = m.reconcile_with(true)?;
         Ok((m, report))

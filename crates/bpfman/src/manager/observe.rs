@@ -77,14 +77,17 @@ impl Manager {
         }
         let s = self
             .kernel
-            .program_stats(Path::new(&p.pin_path), &mut HashMap::new())
+            .program_stats(
+                Path::new(&p.pin_path),
+                &mut crate::kernel::stats::StatsCache::default(),
+            )
             .ok()?;
         Some((s.run_count, s.run_time_ns))
     }
 
     /// Every managed program and link, with what the kernel says about them now.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut maps = HashMap::new();
+        let mut cache = self.stats_cache.lock().unwrap_or_else(|p| p.into_inner());
         let programs = self
             .store
             .programs()?
@@ -92,7 +95,7 @@ impl Manager {
             .map(|p| ProgramSample {
                 stats: self
                     .kernel
-                    .program_stats(Path::new(&p.pin_path), &mut maps)
+                    .program_stats(Path::new(&p.pin_path), &mut cache)
                     .ok(),
                 id: p.id,
                 name: p.name,
@@ -101,6 +104,8 @@ impl Manager {
                 metadata: p.metadata,
             })
             .collect();
+        cache.prune();
+        drop(cache);
         // Dispatched hooks: whether each runs what the store records, asked once per hook.
         let mut hooks: HashMap<String, bool> = HashMap::new();
         let mut links = Vec::new();
