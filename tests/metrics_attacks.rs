@@ -11,11 +11,12 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::prometheus::Prometheus;
 use common::{BPFMAN, Daemon, free_port, obj};
 use serde_json::Value;
 
@@ -566,83 +567,12 @@ impl Drop for WeirdIface {
     }
 }
 
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        let port = free_port();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: bpfman\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("config");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        let p = Prometheus {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !curl(&format!("http://127.0.0.1:{port}/-/ready")).contains("Ready") {
-            assert!(Instant::now() < deadline, "prometheus not ready in 30 s");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        p
-    }
-
-    fn query(&self, query: &str) -> Vec<Value> {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "5",
-                "-G",
-                "--data-urlencode",
-                &format!("query={query}"),
-                &format!("http://127.0.0.1:{}/api/v1/query", self.port),
-            ])
-            .output()
-            .expect("curl");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["data"]["result"]
-            .as_array()
-            .map(|a| a.iter().map(|r| r["metric"].clone()).collect())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn curl(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The label sets of `query`'s series.
+fn prom_labels(p: &Prometheus, query: &str) -> Vec<Value> {
+    p.query(query)
+        .into_iter()
+        .map(|(labels, _)| labels)
+        .collect()
 }
 
 /// A tenant's metadata value and application name with quotes, backslashes, newlines,
@@ -722,7 +652,7 @@ fn hostile_label_values_are_escaped_end_to_end() {
     let prom = Prometheus::start(&format!("127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {
-        let r = prom.query(&format!("bpfman_program_info{{id=\"{tp}\"}}"));
+        let r = prom_labels(&prom, &format!("bpfman_program_info{{id=\"{tp}\"}}"));
         if let Some(m) = r.first() {
             break m.clone();
         }
@@ -738,7 +668,10 @@ fn hostile_label_values_are_escaped_end_to_end() {
     if let (Some(w), Some((_, link))) = (&weird, xdp) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = prom.query(&format!("bpfman_link_attached{{link_id=\"{link}\"}}"));
+            let r = prom_labels(
+                &prom,
+                &format!("bpfman_link_attached{{link_id=\"{link}\"}}"),
+            );
             if let Some(m) = r.first() {
                 let target = m["target"].as_str().unwrap_or("");
                 assert!(target.contains(&w.0), "target {target:?} names {:?}", w.0);

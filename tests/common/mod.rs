@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod prometheus;
+
 pub const BPFMAN: &str = env!("CARGO_BIN_EXE_bpfman");
 
 /// The repository root.

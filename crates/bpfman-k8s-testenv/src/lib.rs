@@ -78,6 +78,20 @@ pub fn shared() -> &'static ControlPlane {
     })
 }
 
+/// [`shared`], with the project's CRDs (`deploy/kubernetes/crds`) applied server-side and
+/// Established, once per test binary.
+pub fn shared_with_crds() -> &'static ControlPlane {
+    static READY: OnceLock<()> = OnceLock::new();
+    let p = shared();
+    READY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/crds");
+        if let Err(e) = p.apply_crds(&dir) {
+            panic!("{e:#}");
+        }
+    });
+    p
+}
+
 static EXIT_PLANE: OnceLock<&'static ControlPlane> = OnceLock::new();
 
 fn register_exit_teardown(p: &'static ControlPlane) {
@@ -576,6 +590,42 @@ impl ControlPlane {
     pub async fn service_account(&self, namespace: &str, name: &str) -> Result<Client> {
         let path = self.service_account_kubeconfig(namespace, name).await?;
         client_from(&path).await
+    }
+
+    /// Applies every CRD in `dir` with server-side apply and waits until each is Established.
+    pub fn apply_crds(&self, dir: &Path) -> Result<()> {
+        let out = self.kubectl(&["apply", "--server-side", "-f", &dir.display().to_string()])?;
+        if !out.status.success() {
+            bail!(
+                "kubectl apply --server-side -f {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "customresourcedefinition.apiextensions.k8s.io/NAME serverside-applied"
+            let Some(name) = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.rsplit('/').next())
+            else {
+                continue;
+            };
+            let out = self.kubectl(&[
+                "wait",
+                "--for",
+                "condition=Established",
+                "--timeout=60s",
+                &format!("crd/{name}"),
+            ])?;
+            if !out.status.success() {
+                bail!(
+                    "{name} not Established: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Runs kubectl as the admin.

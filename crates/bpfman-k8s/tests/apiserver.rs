@@ -5,13 +5,12 @@
 //! operator write) is stored, and deleting an application garbage-collects its States.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bpfman_k8s::conditions::{AppCondition, StateCondition};
 use bpfman_k8s::names;
 use bpfman_k8s::v1alpha1::*;
-use bpfman_k8s_testenv::{ControlPlane, shared};
+use bpfman_k8s_testenv::ControlPlane;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -33,36 +32,7 @@ const CRDS: [&str; 5] = [
 
 /// The shared control plane with the CRDs applied (server-side) and Established.
 fn plane() -> &'static ControlPlane {
-    static READY: OnceLock<()> = OnceLock::new();
-    let p = shared();
-    READY.get_or_init(|| {
-        let dir = repo().join("deploy/kubernetes/crds");
-        let out = p
-            .kubectl(&["apply", "--server-side", "-f", &dir.display().to_string()])
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl apply --server-side -f deploy/kubernetes/crds: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for crd in CRDS {
-            let out = p
-                .kubectl(&[
-                    "wait",
-                    "--for",
-                    "condition=Established",
-                    "--timeout=60s",
-                    &format!("crd/{crd}"),
-                ])
-                .expect("kubectl");
-            assert!(
-                out.status.success(),
-                "{crd} not Established: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
-    p
+    bpfman_k8s_testenv::shared_with_crds()
 }
 
 fn kubectl_ok(p: &ControlPlane, args: &[&str], stdin: Option<&str>) -> String {

@@ -10,11 +10,10 @@
 //! they stay in the suite so that work turns them on. docs/security.md lists them.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bpfman_k8s::v1alpha1::*;
-use bpfman_k8s_testenv::{ControlPlane, Options, shared};
+use bpfman_k8s_testenv::{ControlPlane, Options};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DeserializeGuard, Request, Selector, SelectorExt};
@@ -28,46 +27,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-const CRDS: [&str; 5] = [
-    "bpfapplications.bpfman.io",
-    "bpfapplicationstates.bpfman.io",
-    "clusterbpfapplications.bpfman.io",
-    "clusterbpfapplicationstates.bpfman.io",
-    "configs.bpfman.io",
-];
-
 /// The shared control plane with the CRDs applied (server-side) and Established.
 fn plane() -> &'static ControlPlane {
-    static READY: OnceLock<()> = OnceLock::new();
-    let p = shared();
-    READY.get_or_init(|| {
-        let dir = repo().join("deploy/kubernetes/crds");
-        let out = p
-            .kubectl(&["apply", "--server-side", "-f", &dir.display().to_string()])
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl apply --server-side -f deploy/kubernetes/crds: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for crd in CRDS {
-            let out = p
-                .kubectl(&[
-                    "wait",
-                    "--for",
-                    "condition=Established",
-                    "--timeout=60s",
-                    &format!("crd/{crd}"),
-                ])
-                .expect("kubectl");
-            assert!(
-                out.status.success(),
-                "{crd} not Established: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
-    p
+    bpfman_k8s_testenv::shared_with_crds()
 }
 
 fn kubectl_ok(p: &ControlPlane, args: &[&str]) -> String {

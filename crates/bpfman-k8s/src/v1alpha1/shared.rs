@@ -399,17 +399,24 @@ pub fn conditions(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// Declares a spec enum: the values this version knows as variants and in the schema's
-/// `enum`, anything else read into `Other` instead of refused. An object stored under another
-/// CRD version's wider enum (a newer program type, a new proceed-on value) then still reads,
-/// and only its own application is reported as unsupported.
-macro_rules! spec_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+/// Declares a string enum: the values this version knows as variants, anything else read
+/// into `Other` instead of refused (an object stored under another CRD version's wider enum
+/// still reads, and only its own application is reported as unsupported). `schema: enum`
+/// lists the known values in the schema (spec fields, as upstream's); `schema: plain` makes it
+/// a plain string (status strings, which upstream's schema does not enumerate).
+macro_rules! string_enum {
+    (@schema enum, $($text:literal),+) => {
+        schemars::json_schema!({ "type": "string", "enum": [$($text),+] })
+    };
+    (@schema plain, $($text:literal),+) => {
+        schemars::json_schema!({ "type": "string" })
+    };
+    (schema: $kind:ident, $(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash)]
         pub enum $name {
             $($(#[$vmeta])* $variant,)+
-            /// A value this version does not know (stored under a wider schema), kept as written.
+            /// A value this version does not know, kept as written.
             Other(String),
         }
 
@@ -417,7 +424,7 @@ macro_rules! spec_enum {
             /// Every value this version knows, in the schema's order.
             pub const KNOWN: &'static [$name] = &[$(Self::$variant),+];
 
-            /// The spelling in the CRDs.
+            /// The string written to the API.
             pub fn as_str(&self) -> &str {
                 match self {
                     $(Self::$variant => $text,)+
@@ -467,78 +474,22 @@ macro_rules! spec_enum {
                 true
             }
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({ "type": "string", "enum": [$($text),+] })
+                $crate::v1alpha1::shared::string_enum!(@schema $kind, $($text),+)
             }
         }
     };
 }
-pub(crate) use spec_enum;
 
-/// Declares a string-valued status enum: known values as variants, anything else kept verbatim
-/// in `Other` (a newer agent may write values this one does not know). The schema is a plain
-/// string, as upstream's.
+/// A spec enum (values listed in the schema).
+macro_rules! spec_enum {
+    ($($t:tt)*) => { $crate::v1alpha1::shared::string_enum!(schema: enum, $($t)*); };
+}
+
+/// A status string (a plain string in the schema).
 macro_rules! status_string {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-            /// A value this version does not know, kept as written.
-            Other(String),
-        }
-
-        impl $name {
-            /// The string written to the API.
-            pub fn as_str(&self) -> &str {
-                match self {
-                    $(Self::$variant => $text,)+
-                    Self::Other(s) => s,
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                match s {
-                    $($text => Self::$variant,)+
-                    other => Self::Other(other.to_string()),
-                }
-            }
-        }
-
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Ok(Self::from(s.as_str()))
-            }
-        }
-
-        impl schemars::JsonSchema for $name {
-            fn schema_name() -> std::borrow::Cow<'static, str> {
-                stringify!($name).into()
-            }
-            fn inline_schema() -> bool {
-                true
-            }
-            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({ "type": "string" })
-            }
-        }
-    };
+    ($($t:tt)*) => { $crate::v1alpha1::shared::string_enum!(schema: plain, $($t)*); };
 }
-pub(crate) use status_string;
+pub(crate) use {spec_enum, status_string, string_enum};
 
 #[cfg(test)]
 mod tests {
