@@ -625,7 +625,7 @@ fn hostile_label_values_are_escaped_end_to_end() {
     } else {
         println!("SKIP part: could not make an interface with quotes in its name");
     }
-    let text = scrape(port).expect("scrape");
+    let text = fresh_scrape(port);
     let info_lines = text
         .lines()
         .filter(|l| l.starts_with("bpfman_program_info{"))
@@ -761,11 +761,11 @@ fn request_and_denial_labels_stay_bounded() {
         println!("SKIP: curl could not speak h2c to the API socket");
         return;
     }
-    let small = count(&scrape(port).expect("scrape"));
+    let small = count(&fresh_scrape(port));
     for u in ["root", TENANT, NORULE] {
         answered += grpc_calls(&d, u, &paths(200, &format!("b{u}")));
     }
-    let text = scrape(port).expect("scrape");
+    let text = fresh_scrape(port);
     let big = count(&text);
     println!(
         "gRPC calls answered: {answered}; label sets (requests, latency, denials) after 30 paths {small:?}, after 630 {big:?}"
@@ -878,8 +878,9 @@ fn scrapes_race_loads_attaches_and_unloads() {
         worst_scrape < Duration::from_secs(3),
         "a scrape took {worst_scrape:?}"
     );
-    // Sampled scrapes, through the text format, pass promtool.
-    let text = scrape(port).expect("scrape");
+    // Sampled scrapes, through the text format, pass promtool (a fresh encode: scrapes less
+    // than 250 ms apart share one, and the scrapers just stopped).
+    let text = fresh_scrape(port);
     if let Some(r) = promtool(&text) {
         r.expect("promtool");
     }
