@@ -62,7 +62,7 @@ impl Manager {
             Some(pr) if caller.uid != 0 && !pr.belongs_to(caller.uid)? => Some(pr.pid),
             _ => None,
         };
-        let ((_, owned_links), reservation) = self.reserve(caller.uid, 0, 1)?;
+        let ((_, owned_links), mut reservation) = self.reserve(caller.uid, 0, 1)?;
         let what = format!(
             "attach program {program_id} {} {}",
             spec.name(),
@@ -81,7 +81,16 @@ impl Manager {
             },
             &what,
         )?;
-        let r = self.attach_allowed(caller, &who, &decision, p, spec, metadata, process);
+        let r = self.attach_allowed(
+            caller,
+            &who,
+            &decision,
+            p,
+            spec,
+            metadata,
+            process,
+            &mut reservation,
+        );
         drop(reservation);
         ticket.finish(&r);
         r
@@ -272,6 +281,7 @@ impl Manager {
         spec: AttachSpec,
         mut metadata: BTreeMap<String, String>,
         process: Option<ProcessRef>,
+        reservation: &mut super::authz::Reserved<'_>,
     ) -> Result<Link> {
         let program_id = p.id;
         // Files first, with no lock held: a slow file holds only this request.
@@ -290,7 +300,7 @@ impl Manager {
             )));
         }
         let kernel_spec = uprobe.as_ref().map(|(k, _, _)| k.clone());
-        let link = self.attach_locked(caller, &p2, spec, kernel_spec, metadata)?;
+        let link = self.attach_locked(caller, &p2, spec, kernel_spec, metadata, reservation)?;
         // The probed process must still be the one checked (not a reused pid).
         if let Some(pr) = &process
             && let Err(e) = pr.alive()
@@ -358,6 +368,7 @@ impl Manager {
         spec: AttachSpec,
         kernel_spec: Option<AttachSpec>,
         metadata: BTreeMap<String, String>,
+        reservation: &mut super::authz::Reserved<'_>,
     ) -> Result<Link> {
         let program_id = p.id;
         match &spec {
@@ -412,7 +423,7 @@ impl Manager {
             position,
             ..intent(caller, program_id, spec.clone(), ifindex, hook, metadata)
         };
-        let id = self.store.insert_link(&link)?;
+        let id = reservation.commit(|| self.store.insert_link(&link))?;
         fault::point("attach.intent");
         let pin = self.bpffs.link(id);
         let xdp_mode = spec.net_hook().and_then(|h| self.xdp_mode(&h.iface));

@@ -84,26 +84,49 @@ pub(super) struct Reserved<'a> {
     pub(super) links: u32,
 }
 
+impl Reserved<'_> {
+    /// Records what was reserved (`f`: the store insert) and releases the reservation in one
+    /// step under the reservations lock, so a concurrent `reserve` counts the new object once:
+    /// never both as recorded and as reserved (a false refusal), never as neither (a quota
+    /// passed). On failure the reservation stays until drop.
+    pub(super) fn commit<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut guard = match self.m.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let r = f();
+        if r.is_ok() {
+            release(&mut guard, self.uid, self.programs, self.links);
+            self.programs = 0;
+            self.links = 0;
+        }
+        r
+    }
+}
+
+fn release(r: &mut Reservations, uid: u32, programs: u32, links: u32) {
+    for (map, n) in [(&mut r.programs, programs), (&mut r.links, links)] {
+        if n == 0 {
+            continue;
+        }
+        if let Some(v) = map.get_mut(&uid) {
+            *v = v.saturating_sub(n);
+            if *v == 0 {
+                map.remove(&uid);
+            }
+        }
+    }
+    r.all_programs = r.all_programs.saturating_sub(programs as u64);
+    r.all_links = r.all_links.saturating_sub(links as u64);
+}
+
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         let mut guard = match self.m.lock() {
             Ok(r) => r,
             Err(p) => p.into_inner(),
         };
-        let r = &mut *guard;
-        for (map, n) in [(&mut r.programs, self.programs), (&mut r.links, self.links)] {
-            if n == 0 {
-                continue;
-            }
-            if let Some(v) = map.get_mut(&self.uid) {
-                *v = v.saturating_sub(n);
-                if *v == 0 {
-                    map.remove(&self.uid);
-                }
-            }
-        }
-        r.all_programs = r.all_programs.saturating_sub(self.programs as u64);
-        r.all_links = r.all_links.saturating_sub(self.links as u64);
+        release(&mut guard, self.uid, self.programs, self.links);
     }
 }
 

@@ -93,7 +93,7 @@ impl Manager {
         }
         check_metadata(&req.metadata, "the load")?;
         let n = req.programs.len() as u32;
-        let ((owned, _), reservation) = self.reserve(caller.uid, n, 0)?;
+        let ((owned, _), mut reservation) = self.reserve(caller.uid, n, 0)?;
         // Sharing maps reads and writes the owner's maps: the caller must own it (and
         // the program whose maps it uses in turn).
         let foreign_map_owner = match req.map_owner_id {
@@ -142,7 +142,7 @@ impl Manager {
             },
             &what,
         )?;
-        let r = self.load_allowed(caller, &who, &decision, &req, bytecode);
+        let r = self.load_allowed(caller, &who, &decision, &req, bytecode, &mut reservation);
         drop(reservation);
         ticket.finish(&r);
         r
@@ -260,6 +260,7 @@ impl Manager {
         decision: &Decision,
         req: &LoadRequest,
         bytecode: Bytecode,
+        reservation: &mut super::authz::Reserved<'_>,
     ) -> Result<Vec<Program>> {
         // What this kernel cannot load is said once the caller is allowed to ask.
         for p in &req.programs {
@@ -321,7 +322,7 @@ impl Manager {
                 xdp_frags: Some(elf.xdp_frags.contains(&spec.name)),
             })
             .collect();
-        if let Err(e) = self.store.insert_programs(&programs) {
+        if let Err(e) = reservation.commit(|| self.store.insert_programs(&programs)) {
             for p in &loaded.programs {
                 let _ = self.kernel.unpin_program(&p.pin_path);
             }
