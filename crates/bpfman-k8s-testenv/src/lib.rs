@@ -628,6 +628,21 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Runs kubectl as the admin, feeding `stdin`; panics (with kubectl's stderr) unless it
+    /// succeeds, and returns its stdout. For tests.
+    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = match self.kubectl_with(&self.admin_kubeconfig(), args, stdin) {
+            Ok(o) => o,
+            Err(e) => panic!("kubectl {args:?}: {e:#}"),
+        };
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs kubectl as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
         self.kubectl_with(&self.admin_kubeconfig(), args, None)

@@ -36,15 +36,7 @@ fn plane() -> &'static ControlPlane {
 }
 
 fn kubectl_ok(p: &ControlPlane, args: &[&str], stdin: Option<&str>) -> String {
-    let out = p
-        .kubectl_with(&p.admin_kubeconfig(), args, stdin)
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    p.kubectl_ok(args, stdin)
 }
 
 fn now() -> String {

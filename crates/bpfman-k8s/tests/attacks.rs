@@ -33,15 +33,7 @@ fn plane() -> &'static ControlPlane {
 }
 
 fn kubectl_ok(p: &ControlPlane, args: &[&str]) -> String {
-    let out = p
-        .kubectl_with(&p.admin_kubeconfig(), args, None)
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    p.kubectl_ok(args, None)
 }
 
 fn cluster_apps() -> String {
