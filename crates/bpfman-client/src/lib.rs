@@ -35,6 +35,8 @@ pub struct Client {
     v1: BpfmanClient<Channel>,
     ext: BpfmanExtClient<Channel>,
     socket: PathBuf,
+    /// The tenant every request is made for (root only), as the header's value.
+    on_behalf: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -63,7 +65,30 @@ impl Client {
             v1: BpfmanClient::new(channel.clone()).max_decoding_message_size(MAX_REPLY),
             ext: BpfmanExtClient::new(channel).max_decoding_message_size(MAX_REPLY),
             socket: socket.to_path_buf(),
+            on_behalf: None,
         })
+    }
+
+    /// A client (on the same connection) whose every request acts on behalf of Kubernetes
+    /// namespace `ns`: decided by the policy rules naming that namespace, owned and counted
+    /// as the namespace's. Only a root caller may do this (the daemon refuses anyone else).
+    pub fn on_behalf_of_namespace(&self, ns: &str) -> Result<Self> {
+        let v = format!("kubernetes-namespace/{ns}")
+            .parse()
+            .map_err(|_| Error::invalid(format!("'{ns}' cannot be sent as a namespace")))?;
+        let mut c = self.clone();
+        c.on_behalf = Some(v);
+        Ok(c)
+    }
+
+    /// A request carrying the tenant header when there is one.
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(v) = &self.on_behalf {
+            r.metadata_mut()
+                .insert(bpfman_types::metadata::ON_BEHALF_OF_HEADER, v.clone());
+        }
+        r
     }
 
     /// The socket this client talks to.
@@ -76,12 +101,12 @@ impl Client {
     /// Loads the programs `req` names; every program of the object is loaded and pinned,
     /// or none is.
     pub async fn load(&mut self, req: v1::LoadRequest) -> Result<v1::LoadResponse> {
-        Ok(self.v1.load(req).await?.into_inner())
+        Ok(self.v1.load(self.req(req)).await?.into_inner())
     }
 
     /// Unloads a program; when this returns the kernel no longer has it.
     pub async fn unload(&mut self, id: u32) -> Result<()> {
-        self.v1.unload(v1::UnloadRequest { id }).await?;
+        self.v1.unload(self.req(v1::UnloadRequest { id })).await?;
         Ok(())
     }
 
@@ -94,17 +119,19 @@ impl Client {
     ) -> Result<u32> {
         let r = self
             .v1
-            .attach(v1::AttachRequest {
+            .attach(self.req(v1::AttachRequest {
                 id: program_id,
                 attach: Some(bpfman_types::proto::attach_info(spec, metadata)),
-            })
+            }))
             .await?;
         Ok(r.into_inner().link_id)
     }
 
     /// Detaches a link; when this returns the kernel no longer runs it there.
     pub async fn detach(&mut self, link_id: u32) -> Result<()> {
-        self.v1.detach(v1::DetachRequest { link_id }).await?;
+        self.v1
+            .detach(self.req(v1::DetachRequest { link_id }))
+            .await?;
         Ok(())
     }
 
@@ -118,24 +145,28 @@ impl Client {
     ) -> Result<Vec<v1::list_response::ListResult>> {
         let r = self
             .v1
-            .list(v1::ListRequest {
+            .list(self.req(v1::ListRequest {
                 program_type: kernel_type,
                 bpfman_programs_only: Some(!all),
                 match_metadata: metadata,
-            })
+            }))
             .await?;
         Ok(r.into_inner().results)
     }
 
     /// One program; NOT_FOUND when bpfman does not manage it.
     pub async fn get(&mut self, id: u32) -> Result<v1::GetResponse> {
-        Ok(self.v1.get(v1::GetRequest { id }).await?.into_inner())
+        Ok(self
+            .v1
+            .get(self.req(v1::GetRequest { id }))
+            .await?
+            .into_inner())
     }
 
     /// Pulls an image into the daemon's cache (upstream's call, without progress).
     pub async fn pull_bytecode(&mut self, image: v1::BytecodeImage) -> Result<()> {
         self.v1
-            .pull_bytecode(v1::PullBytecodeRequest { image: Some(image) })
+            .pull_bytecode(self.req(v1::PullBytecodeRequest { image: Some(image) }))
             .await?;
         Ok(())
     }
@@ -146,7 +177,7 @@ impl Client {
     pub async fn list_links(&mut self, program_id: Option<u32>) -> Result<Vec<ext::LinkInfo>> {
         let r = self
             .ext
-            .list_links(ext::ListLinksRequest { program_id })
+            .list_links(self.req(ext::ListLinksRequest { program_id }))
             .await?;
         Ok(r.into_inner().links)
     }
@@ -154,7 +185,7 @@ impl Client {
     pub async fn get_link(&mut self, link_id: u32) -> Result<ext::LinkInfo> {
         Ok(self
             .ext
-            .get_link(ext::GetLinkRequest { link_id })
+            .get_link(self.req(ext::GetLinkRequest { link_id }))
             .await?
             .into_inner())
     }
@@ -163,7 +194,7 @@ impl Client {
     pub async fn program_records(&mut self) -> Result<HashMap<u32, ext::ProgramRecord>> {
         let r = self
             .ext
-            .list_program_records(ext::ListProgramRecordsRequest {})
+            .list_program_records(self.req(ext::ListProgramRecordsRequest {}))
             .await?;
         Ok(r.into_inner()
             .programs
@@ -175,21 +206,25 @@ impl Client {
     pub async fn system_info(&mut self) -> Result<ext::SystemInfoResponse> {
         Ok(self
             .ext
-            .system_info(ext::SystemInfoRequest {})
+            .system_info(self.req(ext::SystemInfoRequest {}))
             .await?
             .into_inner())
     }
 
     /// Re-reads the daemon's configuration (root, or a policy granting `reload`).
     pub async fn reload(&mut self) -> Result<ext::ReloadResponse> {
-        Ok(self.ext.reload(ext::ReloadRequest {}).await?.into_inner())
+        Ok(self
+            .ext
+            .reload(self.req(ext::ReloadRequest {}))
+            .await?
+            .into_inner())
     }
 
     /// Makes store, bpffs and kernel agree now; returns what was repaired.
     pub async fn reconcile(&mut self) -> Result<ext::ReconcileResponse> {
         Ok(self
             .ext
-            .reconcile(ext::ReconcileRequest {})
+            .reconcile(self.req(ext::ReconcileRequest {}))
             .await?
             .into_inner())
     }
@@ -200,7 +235,7 @@ impl Client {
         req: ext::PullImageRequest,
         mut progress: impl FnMut(&ext::PullProgress),
     ) -> Result<ext::ImageInfo> {
-        let mut stream = self.ext.pull_image(req).await?.into_inner();
+        let mut stream = self.ext.pull_image(self.req(req)).await?.into_inner();
         loop {
             match stream.message().await? {
                 Some(ev) => match ev.event {
@@ -220,7 +255,7 @@ impl Client {
     pub async fn list_images(&mut self) -> Result<Vec<ext::ImageInfo>> {
         Ok(self
             .ext
-            .list_images(ext::ListImagesRequest {})
+            .list_images(self.req(ext::ListImagesRequest {}))
             .await?
             .into_inner()
             .images)
@@ -229,9 +264,9 @@ impl Client {
     pub async fn inspect_image(&mut self, url: &str) -> Result<ext::ImageInfo> {
         let r = self
             .ext
-            .inspect_image(ext::InspectImageRequest {
+            .inspect_image(self.req(ext::InspectImageRequest {
                 url: url.to_string(),
-            })
+            }))
             .await?;
         Ok(r.into_inner())
     }
@@ -240,9 +275,9 @@ impl Client {
     pub async fn remove_image(&mut self, what: &str) -> Result<Vec<ext::ImageInfo>> {
         let r = self
             .ext
-            .remove_image(ext::RemoveImageRequest {
+            .remove_image(self.req(ext::RemoveImageRequest {
                 image: what.to_string(),
-            })
+            }))
             .await?;
         Ok(r.into_inner().removed)
     }

@@ -59,7 +59,32 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))
 }
 
+/// The request header with which root (the Kubernetes agent) asks to act on behalf of a
+/// tenant: `kubernetes-namespace/NAME`.
+pub const ON_BEHALF_OF: &str = bpfman_types::metadata::ON_BEHALF_OF_HEADER;
+
 impl Service {
+    /// The caller: the connection's credentials, or the tenant root asks to act for
+    /// (`bpfman-on-behalf-of`; refused for anyone but root, and for a value that is not a
+    /// Kubernetes namespace).
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let real = caller(req)?;
+        let Some(v) = req.metadata().get(ON_BEHALF_OF) else {
+            return Ok(real);
+        };
+        let v = v.to_str().map_err(|_| {
+            Status::invalid_argument(format!("the {ON_BEHALF_OF} header is not text"))
+        })?;
+        let Some(ns) = v.strip_prefix("kubernetes-namespace/") else {
+            return Err(Status::invalid_argument(format!(
+                "the {ON_BEHALF_OF} header must be kubernetes-namespace/NAME"
+            )));
+        };
+        self.manager
+            .on_behalf_of_namespace(real, ns)
+            .map_err(status)
+    }
+
     /// Runs a manager call on a blocking thread (kernel work blocks). If the client
     /// cancels, times out or goes away first, this future is dropped, and the call
     /// does not start (or stops at its next wait): see `bpfman::request`.
@@ -212,7 +237,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::LoadRequest>,
     ) -> Result<Response<v1::LoadResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let r = request.into_inner();
         let (bytecode, registry_auth) = proto::bytecode(r.bytecode).map_err(invalid)?;
         let programs = r
@@ -254,7 +279,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::UnloadRequest>,
     ) -> Result<Response<v1::UnloadResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let id = request.into_inner().id;
         self.run(move |m| m.unload(who, id)).await?;
         Ok(Response::new(v1::UnloadResponse {}))
@@ -264,7 +289,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::AttachRequest>,
     ) -> Result<Response<v1::AttachResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let r = request.into_inner();
         let (spec, metadata) = proto::attach_spec(
             r.attach
@@ -282,7 +307,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::DetachRequest>,
     ) -> Result<Response<v1::DetachResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let id = request.into_inner().link_id;
         self.run(move |m| m.detach(who, id)).await?;
         Ok(Response::new(v1::DetachResponse {}))
@@ -292,7 +317,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let r = request.into_inner();
         let filter = ListFilter {
             kernel_type: r.program_type,
@@ -315,7 +340,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::PullBytecodeRequest>,
     ) -> Result<Response<v1::PullBytecodeResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let image = request
             .into_inner()
             .image
@@ -334,7 +359,7 @@ impl Bpfman for Service {
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let id = request.into_inner().id;
         let v = self.run(move |m| m.get(who, id)).await?;
         Ok(Response::new(v1::GetResponse {
@@ -350,7 +375,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::ListLinksRequest>,
     ) -> Result<Response<ext::ListLinksResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let program_id = request.into_inner().program_id;
         let links = self
             .run(move |m| {
@@ -367,7 +392,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::GetLinkRequest>,
     ) -> Result<Response<ext::LinkInfo>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let id = request.into_inner().link_id;
         let info = self
             .run(move |m| Ok(link_info(m.get_link(who, id)?)))
@@ -379,7 +404,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::ListProgramRecordsRequest>,
     ) -> Result<Response<ext::ListProgramRecordsResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let programs = self
             .run(move |m| {
                 Ok(m.list(who, &ListFilter::default())?
@@ -450,7 +475,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::ReloadRequest>,
     ) -> Result<Response<ext::ReloadResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let path = self.config_path.clone();
         let p2 = path.clone();
         let rules = self.run(move |m| m.reload_file(who, &p2)).await?;
@@ -464,7 +489,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::ReconcileRequest>,
     ) -> Result<Response<ext::ReconcileResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let report = self.run(move |m| m.reconcile(who)).await?;
         Ok(Response::new(ext::ReconcileResponse {
             actions: report.actions(),
@@ -479,7 +504,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::PullImageRequest>,
     ) -> Result<Response<Self::PullImageStream>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let r = request.into_inner();
         let policy = PullPolicy::from_i32(r.image_pull_policy).map_err(invalid)?;
         let creds = Credentials {
@@ -526,7 +551,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::ListImagesRequest>,
     ) -> Result<Response<ext::ListImagesResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let images = self.run(move |m| m.images(who)).await?;
         Ok(Response::new(ext::ListImagesResponse {
             images: images.iter().map(image_info).collect(),
@@ -537,7 +562,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::InspectImageRequest>,
     ) -> Result<Response<ext::ImageInfo>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let url = request.into_inner().url;
         let rec = self.run(move |m| m.image(who, &url)).await?;
         Ok(Response::new(image_info(&rec)))
@@ -547,7 +572,7 @@ impl BpfmanExt for Service {
         &self,
         request: Request<ext::RemoveImageRequest>,
     ) -> Result<Response<ext::RemoveImageResponse>, Status> {
-        let who = caller(&request)?;
+        let who = self.caller(&request)?;
         let what = request.into_inner().image;
         let gone = self.run(move |m| m.remove_image(who, &what)).await?;
         Ok(Response::new(ext::RemoveImageResponse {

@@ -438,6 +438,25 @@ impl ControlPlane {
         }
     }
 
+    /// Stops the API server (SIGKILL, as a crash would) and starts it again on the same port
+    /// and storage, waiting until it is ready. The new process dies with the calling thread
+    /// (PR_SET_PDEATHSIG): restart only a plane the calling test owns.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        {
+            let mut children = self.children.lock().map_err(|_| anyhow!("poisoned"))?;
+            for (name, c) in children.iter_mut() {
+                if name == "kube-apiserver" {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            children.retain(|(name, _)| name != "kube-apiserver");
+        }
+        std::thread::sleep(down);
+        self.start_apiserver()?;
+        self.wait_ready()
+    }
+
     /// The process ids of etcd, the API server and (when running) the controller manager.
     pub fn pids(&self) -> Vec<u32> {
         self.children

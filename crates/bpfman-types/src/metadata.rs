@@ -16,3 +16,8 @@ pub const STATIC_DIGEST: &str = "bpfman.io/static-digest";
 pub fn is_reserved(key: &str) -> bool {
     key.starts_with(RESERVED_PREFIX)
 }
+
+/// The gRPC request header with which root (the Kubernetes agent) asks the daemon to act on
+/// behalf of a tenant: `kubernetes-namespace/NAME` (an extension beside `bpfman.v1`; a
+/// request without it is the connection's own caller's).
+pub const ON_BEHALF_OF_HEADER: &str = "bpfman-on-behalf-of";

@@ -18,6 +18,15 @@ pub struct Caller {
     pub pid: i32,
 }
 
+/// Owner uids from here up are tenants root acts on behalf of (Kubernetes namespaces), not
+/// users: `TENANT_UID_BASE + tenant id`. Callers whose own uid falls in the range are refused.
+pub const TENANT_UID_BASE: u32 = 0xF000_0000;
+
+/// Whether `uid` is a tenant's.
+pub fn is_tenant_uid(uid: u32) -> bool {
+    uid >= TENANT_UID_BASE
+}
+
 impl Caller {
     /// The daemon itself (reconciliation, internal work).
     pub fn daemon() -> Self {

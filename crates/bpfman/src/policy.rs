@@ -92,6 +92,10 @@ pub struct Rule {
     pub lsm_hooks: Option<Vec<String>>,
     /// Uprobe target paths: directories (prefix) or globs.
     pub uprobe_targets: Option<Vec<String>>,
+    /// Kubernetes namespaces (globs) this rule names: requests the Kubernetes agent (root)
+    /// makes on behalf of a namespaced `BpfApplication` in one of them. Such a tenant is
+    /// named by no user or group rule, and users and groups never match it.
+    pub kubernetes_namespaces: Option<Vec<String>>,
     /// Quota per caller.
     pub max_programs: Option<u32>,
     pub max_links: Option<u32>,
@@ -121,6 +125,9 @@ pub struct Subject {
     pub user: Option<String>,
     /// Primary and supplementary groups: (gid, name).
     pub groups: Vec<(u32, Option<String>)>,
+    /// The Kubernetes namespace a root caller acts on behalf of (then `uid` is the
+    /// namespace's own tenant id, and no user or group applies).
+    pub tenant: Option<String>,
 }
 
 impl Subject {
@@ -148,10 +155,29 @@ impl Subject {
             uid,
             user: user.map(|u| u.name),
             groups,
+            tenant: None,
         }
     }
 
+    /// A Kubernetes namespace as a tenant, with its tenant id.
+    pub fn tenant(uid: u32, namespace: &str) -> Self {
+        Self {
+            uid,
+            user: None,
+            groups: Vec::new(),
+            tenant: Some(namespace.to_string()),
+        }
+    }
+
+    /// Whether this is root itself (admin), not a tenant root acts for.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0 && self.tenant.is_none()
+    }
+
     pub fn describe(&self) -> String {
+        if let Some(t) = &self.tenant {
+            return format!("Kubernetes namespace {t}");
+        }
         match &self.user {
             Some(n) => format!("uid {} ({n})", self.uid),
             None => format!("uid {}", self.uid),
@@ -327,6 +353,13 @@ fn id_matches(ids: &[Id], num: u32, name: Option<&str>) -> bool {
 
 impl Rule {
     pub fn names(&self, who: &Subject) -> bool {
+        if let Some(t) = &who.tenant {
+            return self
+                .kubernetes_namespaces
+                .iter()
+                .flatten()
+                .any(|g| glob(g, t));
+        }
         id_matches(&self.users, who.uid, who.user.as_deref())
             || who
                 .groups
@@ -566,13 +599,13 @@ impl Policy {
     /// Whether any rule names the caller at all (callers no rule names are refused
     /// before their requests are even read).
     pub fn names(&self, who: &Subject) -> bool {
-        who.uid == 0 || self.config.rules.iter().any(|r| r.names(who))
+        who.is_root() || self.config.rules.iter().any(|r| r.names(who))
     }
 
     /// The coarse check made before any state is read: some rule naming the caller
     /// grants `action` (pulling is implied by load). Err is the denial's reason.
     pub fn may(&self, who: &Subject, action: Action) -> Result<(), String> {
-        if who.uid == 0 {
+        if who.is_root() {
             return Ok(());
         }
         let named: Vec<&Rule> = self.config.rules.iter().filter(|r| r.names(who)).collect();
@@ -605,7 +638,7 @@ impl Policy {
     }
 
     pub fn decide(&self, who: &Subject, req: &Request<'_>) -> Decision {
-        if who.uid == 0 {
+        if who.is_root() {
             return Decision {
                 allowed: true,
                 rule: Some("root".into()),
@@ -670,6 +703,7 @@ mod tests {
                 .iter()
                 .map(|(g, n)| (*g, Some(n.to_string())))
                 .collect(),
+            tenant: None,
         }
     }
 

@@ -65,6 +65,12 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: what the ELF said about multi-buffer XDP, recorded at load (NULL: not recorded).
     "ALTER TABLE programs ADD COLUMN xdp_frags INTEGER;",
+    // 4: tenants root acts on behalf of (Kubernetes namespaces); a tenant's owner uid is
+    // model::TENANT_UID_BASE + id.
+    "CREATE TABLE tenants (
+        id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        name  TEXT    NOT NULL UNIQUE              -- e.g. kubernetes-namespace/team-a
+    );",
 ];
 
 /// The store. One connection, opened once; each call holds it only for its SQL.
@@ -477,6 +483,30 @@ impl Store {
         self.with(|c| {
             c.execute("DELETE FROM dispatchers WHERE hook = ?1", [hook.encode()])?;
             Ok(())
+        })
+    }
+
+    /// The id of tenant `name`, made on first use (ids are never reused).
+    pub fn tenant_id(&self, name: &str) -> Result<u32> {
+        self.with(|c| {
+            c.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?1)", [name])?;
+            Ok(
+                c.query_row("SELECT id FROM tenants WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+    }
+
+    /// The name of tenant `id`.
+    pub fn tenant_name(&self, id: u32) -> Result<Option<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name FROM tenants WHERE id = ?1")?;
+            let mut rows = st.query([id])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
         })
     }
 

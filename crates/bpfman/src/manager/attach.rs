@@ -77,7 +77,12 @@ impl Manager {
                 owned_links,
                 own_program: p.owner.uid == caller.uid,
                 foreign_process,
-                reserved_metadata: reserved_keys(&metadata),
+                // A tenant is root acting for a namespace: the agent writes its own keys.
+                reserved_metadata: if crate::model::is_tenant_uid(caller.uid) {
+                    Vec::new()
+                } else {
+                    reserved_keys(&metadata)
+                },
             },
             &what,
         )?;

@@ -260,10 +260,9 @@ impl Manager {
     /// Whether any policy rule names this caller (root always): callers no rule names
     /// are refused by the API layer before their requests are read.
     pub fn knows(&self, caller: Caller) -> bool {
-        caller.uid == 0
-            || self
-                .policy()
-                .names(&Subject::resolve(caller.uid, caller.gid))
+        // A uid in the tenant range is never a real caller's.
+        !crate::model::is_tenant_uid(caller.uid)
+            && (caller.uid == 0 || self.policy().names(&self.subject(caller)))
     }
 
     /// An audit line's fields; `verdict` is (rule, allowed, reason).
@@ -281,6 +280,9 @@ impl Manager {
             "gid": caller.gid,
             "pid": caller.pid,
             "user": who.user,
+            // Root acting on behalf of a Kubernetes namespace (the agent): both are shown.
+            "on_behalf_of": who.tenant.as_ref().map(|t| format!("kubernetes-namespace/{t}")),
+            "via_uid": who.tenant.as_ref().map(|_| 0),
             // What the client process's argv says: reported by the client, not verified.
             "command": truncate(&command_of(caller.pid), 256),
             "command_source": "client-reported (/proc/PID/cmdline)",
@@ -300,7 +302,7 @@ impl Manager {
     /// actions) unless some rule naming the caller grants `action`.
     pub(super) fn precheck(&self, caller: Caller, action: Action, what: &str) -> Result<Subject> {
         crate::request::check()?;
-        let who = Subject::resolve(caller.uid, caller.gid);
+        let who = self.subject(caller);
         if let Err(reason) = self.policy().may(&who, action) {
             // `none`: no rule names the caller; `no_grant`: rules do, none grants this.
             let rule = self.policy().names(&who).then_some("no_grant");

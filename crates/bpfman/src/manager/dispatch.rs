@@ -359,7 +359,7 @@ impl Manager {
             // As the program's owner, with the same limits as its load: the file may have
             // changed since (the caller of a rebuild checks the tag).
             Bytecode::File(f) => {
-                let who = Subject::resolve(p.owner.uid, p.owner.gid);
+                let who = self.subject(p.owner);
                 let bytes = access::read(
                     &identity(&who, p.owner),
                     Path::new(f),

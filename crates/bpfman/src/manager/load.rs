@@ -138,7 +138,12 @@ impl Manager {
                 owned_programs: owned,
                 new_programs: n,
                 foreign_map_owner,
-                reserved_metadata: reserved_keys(&req.metadata),
+                // A tenant is root acting for a namespace: the agent writes its own keys.
+                reserved_metadata: if crate::model::is_tenant_uid(caller.uid) {
+                    Vec::new()
+                } else {
+                    reserved_keys(&req.metadata)
+                },
             },
             &what,
         )?;

@@ -173,6 +173,7 @@ mod load;
 mod observe;
 mod plan;
 mod reconcile;
+pub mod tenant;
 mod views;
 
 pub use observe::{LinkSample, ProgramSample, RunStats, Snapshot};
@@ -224,6 +225,8 @@ pub struct Manager {
     events: Arc<crate::metrics::Events>,
     /// What scrapes keep of programs' unchanging facts between scrapes.
     stats_cache: Mutex<crate::kernel::stats::StatsCache>,
+    /// Tenant uid -> Kubernetes namespace, as read from the store.
+    tenants: Mutex<HashMap<u32, String>>,
 }
 
 /// One key's lock from [`Manager::lock`]; derefs to the mutex. Dropping the last
@@ -303,6 +306,7 @@ impl Manager {
                 file: Mutex::new(audit),
             }),
             reservations: Mutex::new(Reservations::default()),
+            tenants: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             config,
             store,
