@@ -597,3 +597,150 @@ require_signature = true
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The Kubernetes agent's tenants: root acting on behalf of a namespace is decided by the
+/// rules naming that namespace (types, tracepoints, quota), owns what it makes as the
+/// namespace, reaches nothing else, and the audit log shows both; nobody else may ask.
+#[test]
+fn root_acts_for_kubernetes_namespaces_exactly_as_their_rules_grant() {
+    require_root!();
+    users();
+    let dir = std::path::Path::new(&obj("tracing_test.bpf.o"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let d = Daemon::start_with_config(&format!(
+        r#"
+[api]
+socket_group = "{TENANTS}"
+
+[policy]
+audit_log = "@DIR@/audit.log"
+
+[[policy.rule]]
+name = "ns-team-a"
+kubernetes_namespaces = ["team-a"]
+actions = ["load", "attach", "detach", "unload", "list", "get"]
+program_types = ["tracepoint"]
+tracepoints = ["syscalls/sys_enter_getpid"]
+file_dirs = ["{dir}"]
+max_programs = 1
+
+[[policy.rule]]
+name = "alice"
+users = ["{ALICE}"]
+actions = ["list", "get"]
+"#
+    ));
+    let tp = obj("tracing_test.bpf.o");
+    let load = |ns: &str, prog: &str| {
+        d.cli(&[
+            "--on-behalf-of-namespace",
+            ns,
+            "-o",
+            "json",
+            "load",
+            "file",
+            "--path",
+            &tp,
+            "--programs",
+            prog,
+        ])
+    };
+    // Granted: its program type, as the namespace.
+    let out = load("team-a", "tracepoint:tp_count");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v[0]["id"].as_u64().unwrap().to_string();
+    let recs = d.json(&["list", "programs"]);
+    let mine = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"].as_u64().map(|i| i.to_string()) == Some(id.clone()))
+        .cloned()
+        .unwrap();
+    let owner = mine["owner_uid"].as_u64().unwrap();
+    assert!(
+        owner >= 0xF000_0000,
+        "owned by the namespace's tenant id, not root: {owner}"
+    );
+    // Its tracepoints only.
+    let ns_attach = |args: &[&str]| {
+        let mut a = vec!["--on-behalf-of-namespace", "team-a", "attach", &id];
+        a.extend_from_slice(args);
+        d.cli(&a)
+    };
+    let ok = ns_attach(&["tracepoint", "--tracepoint", "syscalls/sys_enter_getpid"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let no = ns_attach(&["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
+    assert!(!no.status.success());
+    assert!(
+        String::from_utf8_lossy(&no.stderr).contains("ns-team-a"),
+        "{}",
+        String::from_utf8_lossy(&no.stderr)
+    );
+    // Its quota: one program.
+    let over = load("team-a", "tracepoint:tp_shared");
+    assert!(!over.status.success());
+    assert!(String::from_utf8_lossy(&over.stderr).contains("max_programs"));
+    // Its types only.
+    let xdp = d.cli(&[
+        "--on-behalf-of-namespace",
+        "team-a",
+        "load",
+        "file",
+        "--path",
+        &obj("xdp_test.bpf.o"),
+        "--programs",
+        "xdp:xdp_drop_proto",
+    ]);
+    assert!(!xdp.status.success());
+    // A namespace no rule names gets nothing.
+    let other = load("team-b", "tracepoint:tp_count");
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(err.contains("Kubernetes namespace team-b"), "{err}");
+    // Not a namespace name.
+    let bad = load("Team_A/../x", "tracepoint:tp_count");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a Kubernetes namespace name"));
+    // A root program is not the namespace's to remove.
+    let root_id = d.load_one(&["--path", &tp, "--programs", "tracepoint:tp_count"]);
+    let steal = d.cli(&[
+        "--on-behalf-of-namespace",
+        "team-a",
+        "unload",
+        &root_id.to_string(),
+    ]);
+    assert!(!steal.status.success());
+    // Only root may ask: alice (named by a rule) is refused.
+    let alice = d.cli_as(
+        ALICE,
+        &["--on-behalf-of-namespace", "team-a", "list", "programs"],
+    );
+    let err = String::from_utf8_lossy(&alice.stderr);
+    assert!(!alice.status.success());
+    assert!(err.contains("only root may act on behalf"), "{err}");
+    // The audit log shows both the namespace and root.
+    let audit = std::fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
+    let line = audit
+        .lines()
+        .find(|l| l.contains("\"action\":\"load\"") && l.contains("\"decision\":\"allow\""))
+        .expect("an allowed load in the audit log");
+    assert!(
+        line.contains("\"on_behalf_of\":\"kubernetes-namespace/team-a\""),
+        "{line}"
+    );
+    assert!(line.contains("\"via_uid\":0"), "{line}");
+    // Root still manages the namespace's program.
+    d.json(&["unload", &id]);
+}

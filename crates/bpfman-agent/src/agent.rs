@@ -528,6 +528,10 @@ async fn reconcile_app<A: AppKind>(app: Arc<A>, ctx: Arc<KindCtx<A>>) -> Result<
         Err(_) => Ok(None),
     };
     let mut c = sh.daemon.client().await?;
+    if let Some(ns) = app.scope() {
+        // A namespaced application: decided, owned and counted as its namespace's.
+        c = c.on_behalf_of_namespace(&ns)?;
+    }
     let conv = match converge::converge(
         &mut c,
         Input {

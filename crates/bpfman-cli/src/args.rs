@@ -17,6 +17,16 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Act on behalf of this Kubernetes namespace (root only; what the node agent does for
+    /// a namespaced BpfApplication): the request is decided by the policy rules naming the
+    /// namespace and its programs and links are the namespace's. An extension.
+    #[arg(
+        long,
+        global = true,
+        env = "BPFMAN_ON_BEHALF_OF_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub on_behalf_of_namespace: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -224,6 +224,22 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
 
+static ON_BEHALF_OF: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// `--on-behalf-of-namespace`, for every connection this run makes.
+pub fn set_on_behalf_of(ns: Option<String>) {
+    let _ = ON_BEHALF_OF.set(ns);
+}
+
+/// A connection to the daemon, acting for the namespace `--on-behalf-of-namespace` names.
+pub async fn connect(socket: &Path) -> bpfman_client::Result<Client> {
+    let c = Client::connect(socket).await?;
+    match ON_BEHALF_OF.get().and_then(|n| n.as_deref()) {
+        Some(ns) => c.on_behalf_of_namespace(ns),
+        None => Ok(c),
+    }
+}
+
 pub fn run(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -238,14 +254,14 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
         Command::Daemon(_) => unreachable_daemon(),
         Command::Load(load) => run_load(load, &socket, out).await,
         Command::Unload { id } => {
-            Client::connect(&socket).await?.unload(id).await?;
+            connect(&socket).await?.unload(id).await?;
             emit(out, &json!({ "unloaded": id }), || {
                 format!("unloaded program {id}")
             })
         }
         Command::Attach(AttachArgs { program_id, target }) => {
             let (spec, metadata) = attach_spec(&target)?;
-            let mut c = Client::connect(&socket).await?;
+            let mut c = connect(&socket).await?;
             let link_id = c.attach(program_id, &spec, metadata).await?;
             emit(
                 out,
@@ -254,7 +270,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             )
         }
         Command::Detach { link_id } => {
-            Client::connect(&socket).await?.detach(link_id).await?;
+            connect(&socket).await?.detach(link_id).await?;
             emit(out, &json!({ "detached": link_id }), || {
                 format!("detached link {link_id}")
             })
@@ -278,7 +294,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
                 .as_deref()
                 .and_then(|t| t.parse::<ProgramKind>().ok())
                 .filter(|k| k.finer_than_kernel());
-            let mut c = Client::connect(&socket).await?;
+            let mut c = connect(&socket).await?;
             let results = c.list(kt, all, match_metadata).await?;
             let recs = c.program_records().await?;
             let progs: Vec<Value> = results
@@ -297,10 +313,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             emit_programs(out, progs)
         }
         Command::List(ListCommand::Links { program_id }) => {
-            let links = Client::connect(&socket)
-                .await?
-                .list_links(program_id)
-                .await?;
+            let links = connect(&socket).await?.list_links(program_id).await?;
             emit(
                 out,
                 &Value::Array(links.iter().map(output::link_json).collect()),
@@ -308,7 +321,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             )
         }
         Command::Get(GetCommand::Program { id }) => {
-            let mut c = Client::connect(&socket).await?;
+            let mut c = connect(&socket).await?;
             let r = c.get(id).await?;
             let recs = c.program_records().await?;
             let k = r
@@ -318,12 +331,12 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             emit(out, &v, || output::program_detail(&v))
         }
         Command::Get(GetCommand::Link { link_id }) => {
-            let l = Client::connect(&socket).await?.get_link(link_id).await?;
+            let l = connect(&socket).await?.get_link(link_id).await?;
             emit(out, &output::link_json(&l), || output::link_detail(&l))
         }
         Command::Image(cmd) => crate::image::run(cmd, &socket, out, |o, v, t| emit(o, v, t)).await,
         Command::System(SystemCommand::Reconcile) => {
-            let r = Client::connect(&socket).await?.reconcile().await?;
+            let r = connect(&socket).await?.reconcile().await?;
             match out {
                 Output::Json => print_json(&json!({ "actions": r.actions })),
                 Output::Table => {
@@ -338,7 +351,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             }
         }
         Command::System(SystemCommand::Reload) => {
-            let r = Client::connect(&socket).await?.reload().await?;
+            let r = connect(&socket).await?.reload().await?;
             match out {
                 Output::Json => print_json(&json!({ "config": r.config, "rules": r.rules })),
                 Output::Table => {
@@ -348,7 +361,7 @@ async fn run_async(cmd: Command, socket: PathBuf, out: Output) -> anyhow::Result
             }
         }
         Command::System(SystemCommand::Info) => {
-            let i = Client::connect(&socket).await?.system_info().await?;
+            let i = connect(&socket).await?.system_info().await?;
             system_info(out, &i)
         }
     }
@@ -382,7 +395,7 @@ async fn run_load(load: LoadCommand, socket: &Path, out: Output) -> anyhow::Resu
             load_common(common)?.from_image(image_url, policy, auth)
         }
     };
-    let mut c = Client::connect(socket).await?;
+    let mut c = connect(socket).await?;
     // Pull first through the streaming call, so a terminal shows progress; the load
     // then finds the image in the cache.
     if let Some(bpfman_client::v1_proto::bytecode_location::Location::Image(i)) =

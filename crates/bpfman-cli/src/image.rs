@@ -220,7 +220,7 @@ pub async fn run(
                 }
                 None => (None, None),
             };
-            let mut c = Client::connect(socket).await?;
+            let mut c = crate::client::connect(socket).await?;
             let i = pull_with_progress(
                 &mut c,
                 ext::PullImageRequest {
@@ -234,16 +234,22 @@ pub async fn run(
             emit(out, &image_json(&i), &|| image_detail(&i))
         }
         ImageCommand::List => {
-            let images = Client::connect(socket).await?.list_images().await?;
+            let images = crate::client::connect(socket).await?.list_images().await?;
             let v = Value::Array(images.iter().map(image_json).collect());
             emit(out, &v, &|| images_table(&images))
         }
         ImageCommand::Inspect { image } => {
-            let i = Client::connect(socket).await?.inspect_image(&image).await?;
+            let i = crate::client::connect(socket)
+                .await?
+                .inspect_image(&image)
+                .await?;
             emit(out, &image_json(&i), &|| image_detail(&i))
         }
         ImageCommand::Rm { image } => {
-            let removed = Client::connect(socket).await?.remove_image(&image).await?;
+            let removed = crate::client::connect(socket)
+                .await?
+                .remove_image(&image)
+                .await?;
             let v = Value::Array(removed.iter().map(image_json).collect());
             emit(out, &v, &|| {
                 removed

@@ -16,7 +16,10 @@ fn main() -> std::process::ExitCode {
             runtime_dir: d.runtime_dir,
             socket: cli.socket,
         }),
-        cmd => client::run(cmd, cli.socket, cli.output),
+        cmd => {
+            client::set_on_behalf_of(cli.on_behalf_of_namespace);
+            client::run(cmd, cli.socket, cli.output)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -990,6 +990,33 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_namespaces_name_tenants_and_only_tenants() {
+        let p = policy(
+            r#"
+[[policy.rule]]
+name = "ns"
+kubernetes_namespaces = ["team-*"]
+actions = ["list"]
+
+[[policy.rule]]
+name = "root-by-number"
+users = [0]
+actions = ["list"]
+"#,
+        );
+        let t = Subject::tenant(0xF000_0001, "team-a");
+        assert!(!t.is_root(), "a tenant root acts for is not root");
+        assert!(p.names(&t));
+        assert!(p.may(&t, Action::List).is_ok());
+        assert!(p.may(&t, Action::Load).is_err());
+        assert!(!p.names(&Subject::tenant(0xF000_0002, "other")));
+        // A user rule never names a tenant, a namespace rule never names a user.
+        let r = &p.config.rules[1];
+        assert!(!r.names(&Subject::tenant(0, "team-a")));
+        assert!(!p.config.rules[0].names(&subject(1000, "team-a", &[])));
+    }
+
+    #[test]
     fn rules_reject_unknown_keys() {
         #[derive(Deserialize, Debug)]
         #[allow(dead_code)]

@@ -95,3 +95,28 @@ impl Manager {
         Subject::resolve(caller.uid, caller.gid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_namespace;
+
+    #[test]
+    fn namespace_names_are_rfc1123_labels() {
+        for ok in ["a", "team-a", "x1", &"a".repeat(63)] {
+            assert!(check_namespace(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Team",
+            "a_b",
+            "a/b",
+            "..",
+            &"a".repeat(64),
+            "a\nb",
+        ] {
+            assert!(check_namespace(bad).is_err(), "{bad}");
+        }
+    }
+}
