@@ -13,13 +13,45 @@ use bpfman_k8s_testenv::ControlPlane;
 use common::*;
 use serde_json::Value;
 
+/// The agent binary, built by `cargo test --workspace` (this suite belongs to the CLI's
+/// package, so cargo does not rebuild another package's binary for it): refused when missing
+/// or older than its sources.
 fn agent_bin() -> PathBuf {
     let p = Path::new(BPFMAN).with_file_name("bpfman-agent");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p bpfman-agent` (cargo test --workspace does)",
-        p.display()
-    );
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build it with `cargo build -p bpfman-agent` (cargo test --workspace does)",
+                p.display()
+            )
+        });
+    fn newest(dir: &Path) -> std::time::SystemTime {
+        let mut t = std::time::SystemTime::UNIX_EPOCH;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let m = if e.path().is_dir() {
+                newest(&e.path())
+            } else {
+                e.metadata().and_then(|m| m.modified()).unwrap_or(t)
+            };
+            t = t.max(m);
+        }
+        t
+    }
+    for c in [
+        "bpfman-agent",
+        "bpfman-client",
+        "bpfman-k8s",
+        "bpfman-types",
+    ] {
+        let src = repo().join("crates").join(c).join("src");
+        assert!(
+            newest(&src) <= built,
+            "{} is older than {}: rebuild it with `cargo build -p bpfman-agent` (cargo test --workspace does)",
+            p.display(),
+            src.display()
+        );
+    }
     p
 }
 
@@ -38,6 +70,7 @@ struct Agent {
     socket: PathBuf,
     kubeconfig: PathBuf,
     log: PathBuf,
+    cri: PathBuf,
 }
 
 impl Agent {
@@ -48,6 +81,21 @@ impl Agent {
             socket: daemon.socket.clone(),
             kubeconfig: plane.admin_kubeconfig(),
             log: daemon.dir.path().join(format!("agent-{node}.log")),
+            cri: PathBuf::from("/nonexistent/cri.sock"),
+        };
+        a.spawn();
+        a
+    }
+
+    /// An agent for a real node, finding pods through its CRI socket.
+    fn on_node(plane: &ControlPlane, node: &bpfman_k8s_testenv::KubeNode, daemon: &Daemon) -> Self {
+        let mut a = Agent {
+            child: None,
+            node: node.name.clone(),
+            socket: daemon.socket.clone(),
+            kubeconfig: plane.admin_kubeconfig(),
+            log: daemon.dir.path().join(format!("agent-{}.log", node.name)),
+            cri: node.cri_socket(),
         };
         a.spawn();
         a
@@ -67,7 +115,7 @@ impl Agent {
                 "BPFMAN_LOG",
                 std::env::var("BPFMAN_AGENT_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
             )
-            .env("CONTAINER_RUNTIME_ENDPOINT", "/nonexistent/cri.sock")
+            .env("CONTAINER_RUNTIME_ENDPOINT", &self.cri)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -739,4 +787,332 @@ fn reconverges_after_the_api_server_restarts() {
         });
     }
     assert!(links(&d).is_empty());
+}
+
+/// The real node, or why this machine cannot run one (then the test says so and skips).
+fn real_node() -> Option<&'static bpfman_k8s_testenv::KubeNode> {
+    if let Err(e) = bpfman_k8s_testenv::node::available() {
+        eprintln!("SKIP (no real node on this machine): {e}");
+        return None;
+    }
+    match bpfman_k8s_testenv::shared_node() {
+        Ok(n) => Some(n),
+        Err(e) => panic!("the node did not start: {e}"),
+    }
+}
+
+fn pod(p: &ControlPlane, node: &str, ns: &str, name: &str, app: &str) {
+    p.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels:
+    app: {app}
+spec:
+  nodeName: {node}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {img}
+      imagePullPolicy: Never
+      command: ["/bin/busybox", "sleep", "3600"]
+"#,
+            img = bpfman_k8s_testenv::node::IMAGE
+        )),
+    );
+}
+
+/// Waits until the pod runs; returns its IP.
+fn pod_ip(p: &ControlPlane, ns: &str, name: &str) -> String {
+    wait_for(&format!("pod {ns}/{name} Running"), 90, || {
+        let out = p
+            .kubectl(&[
+                "get",
+                "pod",
+                "-n",
+                ns,
+                name,
+                "-o",
+                "jsonpath={.status.phase} {.status.podIP}",
+            ])
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut it = s.split_whitespace();
+        (it.next() == Some("Running"))
+            .then(|| it.next().map(str::to_string))
+            .flatten()
+    })
+}
+
+fn pings(ip: &str) -> bool {
+    (0..2).any(|_| {
+        Command::new("ping")
+            .args(["-c", "1", "-W", "1", ip])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+}
+
+fn namespace(p: &ControlPlane, ns: &str) {
+    p.kubectl_ok(&["create", "namespace", ns], None);
+}
+
+fn pod_xdp_app(
+    kind: &str,
+    name: &str,
+    ns: Option<&str>,
+    node: &str,
+    pods: &str,
+    prio: i32,
+) -> String {
+    let meta_ns = ns
+        .map(|n| format!("  namespace: {n}\n"))
+        .unwrap_or_default();
+    let sel_ns = match (kind, ns) {
+        ("ClusterBpfApplication", Some(n)) => format!("              namespace: {n}\n"),
+        _ => String::new(),
+    };
+    format!(
+        r#"apiVersion: bpfman.io/v1alpha1
+kind: {kind}
+metadata:
+  name: {name}
+{meta_ns}spec:
+  nodeSelector:
+    matchLabels:
+      kubernetes.io/hostname: {node}
+  byteCode:
+    path: {path}
+  programs:
+    - name: xdp_drop_proto
+      type: XDP
+      xdp:
+        links:
+          - interfaceSelector:
+              interfaces: [eth0]
+            networkNamespaces:
+{sel_ns}              pods:
+                matchLabels:
+                  app: {pods}
+            priority: {prio}
+"#,
+        path = obj("xdp_test.bpf.o"),
+    )
+}
+
+fn ns_state(p: &ControlPlane, ns: &str, app: &str, node: &str) -> Option<Value> {
+    let out = p.kubectl_ok(
+        &[
+            "get",
+            "bpfapplicationstates",
+            "-n",
+            ns,
+            "-l",
+            &format!("bpfman.io/ownedByProgram={app},kubernetes.io/hostname={node}"),
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v["items"].as_array().and_then(|a| a.first().cloned())
+}
+
+#[test]
+fn pods_on_a_real_node_get_links_in_their_own_network_namespace() {
+    require_root!();
+    let Some(node) = real_node() else { return };
+    let p = plane();
+    let u = unique();
+    let (nsa, nsb) = (format!("team-a-{u}"), format!("team-b-{u}"));
+    namespace(p, &nsa);
+    namespace(p, &nsb);
+    let objs = Path::new(&obj("xdp_test.bpf.o"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    // Namespace team-a may attach XDP inside pods at priorities 100..=200, nothing else.
+    let d = Daemon::start_with_config(&format!(
+        r#"
+[policy]
+audit_log = "@DIR@/audit.log"
+
+[[policy.rule]]
+name = "team-a"
+kubernetes_namespaces = ["{nsa}"]
+actions = ["load", "attach", "detach", "unload", "list", "get"]
+program_types = ["xdp"]
+file_dirs = ["{objs}"]
+interfaces = ["eth0"]
+netns = ["/proc/*/ns/net"]
+priority = [100, 200]
+"#
+    ));
+    let _agent = Agent::on_node(p, node, &d);
+    let target = format!("target-{u}");
+    pod(p, &node.name, &nsa, "web", &target);
+    pod(p, &node.name, &nsa, "other", &format!("other-{u}"));
+    pod(p, &node.name, &nsb, "web", &target);
+    let (ip_web, ip_other, ip_b) = (
+        pod_ip(p, &nsa, "web"),
+        pod_ip(p, &nsa, "other"),
+        pod_ip(p, &nsb, "web"),
+    );
+    for ip in [&ip_web, &ip_other, &ip_b] {
+        assert!(pings(ip), "{ip} answers before anything is attached");
+    }
+
+    // A cluster-scoped application: pods labelled `target` in namespace team-b only.
+    let app = format!("pods-{u}");
+    apply(
+        p,
+        &pod_xdp_app(
+            "ClusterBpfApplication",
+            &app,
+            Some(&nsb),
+            &node.name,
+            &target,
+            300,
+        ),
+    );
+    let s = wait_cond(p, &app, &node.name, "Success", 60);
+    let l = xdp_link(&s, 0);
+    assert!(
+        l["netnsPath"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("/proc/") && n.ends_with("/ns/net")),
+        "{l}"
+    );
+    assert_eq!(
+        s["status"]["programs"][0]["xdp"]["links"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(1)
+    );
+    assert!(!pings(&ip_b), "ICMP dropped inside team-b's web pod");
+    assert!(
+        pings(&ip_web),
+        "team-a's pod of the same name and labels still answers"
+    );
+    assert!(
+        pings(&ip_other),
+        "its neighbour on the bridge still answers"
+    );
+
+    // A pod created later is picked up; deleting it removes its link.
+    pod(p, &node.name, &nsb, "web2", &target);
+    let ip_b2 = pod_ip(p, &nsb, "web2");
+    wait_for("a second link for the new pod", 30, || {
+        let s = state(p, &app, &node.name)?;
+        (s["status"]["programs"][0]["xdp"]["links"]
+            .as_array()
+            .map(|a| a.len())
+            == Some(2)
+            && cond(&s).0 == "Success")
+            .then_some(())
+    });
+    assert!(!pings(&ip_b2), "the new pod drops ICMP");
+    p.kubectl_ok(
+        &[
+            "delete",
+            "pod",
+            "-n",
+            &nsb,
+            "web2",
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    );
+    wait_for("the deleted pod's link removed", 30, || {
+        let s = state(p, &app, &node.name)?;
+        (s["status"]["programs"][0]["xdp"]["links"]
+            .as_array()
+            .map(|a| a.len())
+            == Some(1))
+        .then_some(())
+    });
+    wait_for("one link left in the daemon", 15, || {
+        (links(&d).len() == 1).then_some(())
+    });
+
+    // A namespaced BpfApplication in team-a: its own pods only, as its namespace's policy says.
+    let nsapp = format!("mine-{u}");
+    apply(
+        p,
+        &pod_xdp_app(
+            "BpfApplication",
+            &nsapp,
+            Some(&nsa),
+            &node.name,
+            &target,
+            150,
+        ),
+    );
+    let s = wait_for("the namespaced application's State Success", 60, || {
+        let s = ns_state(p, &nsa, &nsapp, &node.name)?;
+        (cond(&s).0 == "Success").then_some(s)
+    });
+    assert_eq!(
+        s["status"]["programs"][0]["xdp"]["links"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(1)
+    );
+    assert!(!pings(&ip_web), "team-a's web pod drops ICMP now");
+    assert!(pings(&ip_other), "team-a's other pod does not");
+    let owners: Vec<u64> = d
+        .json(&["list", "programs"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["owner_uid"].as_u64())
+        .collect();
+    assert!(
+        owners.iter().any(|o| *o >= 0xF000_0000),
+        "loaded as the namespace: {owners:?}"
+    );
+    // Outside its priority range: refused by the daemon's policy, said in the State.
+    let over = format!("over-{u}");
+    apply(
+        p,
+        &pod_xdp_app(
+            "BpfApplication",
+            &over,
+            Some(&nsa),
+            &node.name,
+            &format!("other-{u}"),
+            900,
+        ),
+    );
+    let s = wait_for("the out-of-range application's State Error", 60, || {
+        let s = ns_state(p, &nsa, &over, &node.name)?;
+        (cond(&s).0 == "Error").then_some(s)
+    });
+    let (_, _, msg) = cond(&s);
+    assert!(msg.contains("priority") && msg.contains("team-a"), "{msg}");
+    assert!(pings(&ip_other), "nothing attached to the other pod");
+
+    // Clean up: everything comes down.
+    delete_app(p, &app);
+    for a in [&nsapp, &over] {
+        p.kubectl_ok(
+            &["delete", "bpfapplication", "-n", &nsa, a, "--wait=false"],
+            None,
+        );
+    }
+    wait_for("every link gone", 60, || links(&d).is_empty().then_some(()));
+    assert!(pings(&ip_b) && pings(&ip_web));
+    for ns in [&nsa, &nsb] {
+        p.kubectl_ok(&["delete", "namespace", ns, "--wait=false"], None);
+    }
 }

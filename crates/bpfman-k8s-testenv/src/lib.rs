@@ -26,6 +26,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub mod node;
+
+pub use node::{KubeNode, shared_node};
+
 const PREFIX: &str = "bpfman-k8s-";
 
 /// What to run besides etcd and the API server.
