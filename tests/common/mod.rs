@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agent;
 pub mod prometheus;
 
 pub const BPFMAN: &str = env!("CARGO_BIN_EXE_bpfman");
