@@ -6,7 +6,11 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq clang llvm libbpf-dev iproute2 iputils-ping make \
     qemu-system-x86 linux-image-amd64 busybox-static xdp-tools bpftool python3-pip \
-    docker-registry apache2-utils buildah skopeo >/dev/null
+    docker-registry apache2-utils buildah skopeo \
+    containerd runc containernetworking-plugins >/dev/null
+# containerd is run by the agent suite's test node only (its own config, socket and dirs):
+# the package's own service, where systemd runs it, stays off.
+systemctl disable --now containerd >/dev/null 2>&1 || true
 # Prometheus for the metrics suite (tests start their own on 127.0.0.1); the package's own
 # service, where systemd runs it, would listen on every address: keep it off.
 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
@@ -31,4 +35,6 @@ command -v vng >/dev/null || pip install -q virtme-ng
 # built from the Go module proxy with the machine's Go (1.26; Debian's 1.19 is too old for
 # Kubernetes 1.37). Cached outside the clone: about 10-14 minutes of CPU on a fresh machine, once.
 "$(dirname "$0")/k8s-bins.sh"
+# The kubelet for the agent suite's real node (pods through containerd): about 4 minutes once.
+"$(dirname "$0")/k8s-bins.sh" kubelet
 echo "setup: done"

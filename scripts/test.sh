@@ -21,6 +21,7 @@ cargo clippy -q --all-targets -- -D warnings
 
 echo "== Kubernetes control-plane binaries (built once, cached outside the clone)"
 scripts/k8s-bins.sh
+scripts/k8s-bins.sh kubelet
 
 echo "== unit tests, host integration suite, Kubernetes suites (real etcd + kube-apiserver)"
 make -s -C bpf

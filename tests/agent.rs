@@ -671,3 +671,89 @@ priority = [100, 200]
         p.kubectl_ok(&["delete", "namespace", ns, "--wait=false"], None);
     }
 }
+
+#[test]
+fn a_uprobe_containers_selector_attaches_to_the_selected_containers_process() {
+    require_root!();
+    let Some(node) = real_node() else { return };
+    let p = plane();
+    let u = unique();
+    let ns = format!("up-{u}");
+    namespace(p, &ns);
+    let d = Daemon::start();
+    let _agent = Agent::on_node(p, node, &d);
+    let target = format!("probed-{u}");
+    pod_running(
+        p,
+        &node.name,
+        &ns,
+        "probed",
+        &target,
+        r#"["/bin/uprobe-target"]"#,
+    );
+    pod_running(
+        p,
+        &node.name,
+        &ns,
+        "bystander",
+        &format!("not-{u}"),
+        r#"["/bin/uprobe-target"]"#,
+    );
+    pod_ip(p, &ns, "probed");
+    pod_ip(p, &ns, "bystander");
+    let app = format!("uprobe-{u}");
+    apply(
+        p,
+        &format!(
+            r#"apiVersion: bpfman.io/v1alpha1
+kind: ClusterBpfApplication
+metadata:
+  name: {app}
+spec:
+  nodeSelector:
+    matchLabels:
+      kubernetes.io/hostname: {node}
+  byteCode:
+    path: {path}
+  programs:
+    - name: uprobe_count
+      type: UProbe
+      uprobe:
+        links:
+          - target: /bin/uprobe-target
+            function: bpfman_container_target
+            containers:
+              namespace: {ns}
+              pods:
+                matchLabels:
+                  app: {target}
+"#,
+            node = node.name,
+            path = obj("tracing_test.bpf.o"),
+        ),
+    );
+    let s = wait_cond(p, &app, &node.name, "Success", 60);
+    let links_ = s["status"]["programs"][0]["uprobe"]["links"].clone();
+    assert_eq!(
+        links_.as_array().map(|a| a.len()),
+        Some(1),
+        "one container selected: {links_}"
+    );
+    assert!(
+        links_[0]["containerPid"].as_i64().unwrap_or(0) > 0,
+        "{links_}"
+    );
+    let id = program_id(&s, 0) as u32;
+    // The selected container's process calls the function ten times a second.
+    let hits = wait_for("uprobe hits from the container", 15, || {
+        let h = d.map_u64(id, "uprobe_hits");
+        (h >= 5).then_some(h)
+    });
+    assert!(hits >= 5);
+    delete_app(p, &app);
+    wait_for("State gone", 60, || {
+        state(p, &app, &node.name).is_none().then_some(())
+    });
+    assert!(links(&d).is_empty());
+    p.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"], None);
+}

@@ -85,7 +85,11 @@ impl Agent {
     }
 
     /// An agent for a real node, finding pods through its CRI socket.
-    pub fn on_node(plane: &ControlPlane, node: &bpfman_k8s_testenv::KubeNode, daemon: &Daemon) -> Self {
+    pub fn on_node(
+        plane: &ControlPlane,
+        node: &bpfman_k8s_testenv::KubeNode,
+        daemon: &Daemon,
+    ) -> Self {
         let mut a = Agent {
             child: None,
             node: node.name.clone(),
@@ -311,6 +315,18 @@ pub fn real_node() -> Option<&'static bpfman_k8s_testenv::KubeNode> {
 }
 
 pub fn pod(p: &ControlPlane, node: &str, ns: &str, name: &str, app: &str) {
+    pod_running(
+        p,
+        node,
+        ns,
+        name,
+        app,
+        r#"["/bin/busybox", "sleep", "3600"]"#,
+    );
+}
+
+/// A pod on `node` labelled `app: APP` whose one container runs `command` (a JSON list).
+pub fn pod_running(p: &ControlPlane, node: &str, ns: &str, name: &str, app: &str, command: &str) {
     p.kubectl_ok(
         &["apply", "-f", "-"],
         Some(&format!(
@@ -329,7 +345,7 @@ spec:
     - name: main
       image: {img}
       imagePullPolicy: Never
-      command: ["/bin/busybox", "sleep", "3600"]
+      command: {command}
 "#,
             img = bpfman_k8s_testenv::node::IMAGE
         )),
@@ -453,4 +469,3 @@ pub fn recorded_ids(s: &Value) -> (Vec<u64>, Vec<u64>) {
     }
     (progs, links)
 }
-

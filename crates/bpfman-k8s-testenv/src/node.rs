@@ -26,8 +26,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::ControlPlane;
 
-/// The image every pod (and the sandbox) uses: busybox from scratch.
-pub const IMAGE: &str = "localhost/bpfman-test-busybox:1";
+/// The image every pod (and the sandbox) uses: busybox from scratch, and
+/// `/bin/uprobe-target` (tests/k8s/uprobe-target.c, static), a process calling
+/// `bpfman_container_target` ten times a second.
+pub const IMAGE: &str = "localhost/bpfman-test-busybox:2";
 
 /// The sysctls the kubelet rewrites at start.
 const SYSCTLS: [&str; 3] = [
@@ -83,7 +85,7 @@ fn image_archive() -> Result<PathBuf> {
         std::env::var("BPFMAN_TEST_CACHE").unwrap_or_else(|_| "/var/cache/bpfman-test".into());
     let dir = Path::new(&cache).join("images");
     std::fs::create_dir_all(&dir)?;
-    let tar = dir.join("bpfman-test-busybox-1.tar");
+    let tar = dir.join("bpfman-test-busybox-2.tar");
     if tar.is_file() {
         return Ok(tar);
     }
@@ -92,6 +94,13 @@ fn image_archive() -> Result<PathBuf> {
         .find(|p| Path::new(p).is_file())
         .context("busybox-static is not installed (scripts/setup.sh installs it)")?;
     let work = tempdir("bpfman-test-buildah")?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/k8s/uprobe-target.c");
+    let target = work.join("uprobe-target");
+    sh(Command::new("clang")
+        .args(["-static", "-O1", "-o"])
+        .arg(&target)
+        .arg(&src))
+    .context("building the uprobe target (clang and libc6-dev)")?;
     let bh = |args: &[&str]| -> Result<String> {
         sh(Command::new("buildah")
             .arg("--root")
@@ -105,13 +114,19 @@ fn image_archive() -> Result<PathBuf> {
     let c = bh(&["from", "scratch"])?;
     bh(&["copy", &c, busybox, "/bin/busybox"])?;
     bh(&[
+        "copy",
+        &c,
+        &target.display().to_string(),
+        "/bin/uprobe-target",
+    ])?;
+    bh(&[
         "config",
         "--entrypoint",
         r#"["/bin/busybox","sleep","2147483647"]"#,
         &c,
     ])?;
     bh(&["commit", &c, IMAGE])?;
-    let tmp = dir.join(".bpfman-test-busybox-1.tar.tmp");
+    let tmp = dir.join(".bpfman-test-busybox-2.tar.tmp");
     let _ = std::fs::remove_file(&tmp);
     bh(&[
         "push",
