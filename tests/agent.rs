@@ -757,3 +757,38 @@ spec:
     assert!(links(&d).is_empty());
     p.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"], None);
 }
+
+#[test]
+fn an_application_that_does_not_read_blocks_no_other() {
+    require_root!();
+    let p = plane();
+    let node = node_name("guard");
+    make_node(p, &node, &[], "10.250.0.8");
+    let d = Daemon::start();
+    let _agent = Agent::start(p, &node, &d);
+    // The schema (like upstream's) does not require spec: such an object is stored.
+    let bad = format!("nospec-{}", unique());
+    p.kubectl_ok(
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: bpfman.io/v1alpha1\nkind: ClusterBpfApplication\nmetadata:\n  name: {bad}\n"
+        )),
+    );
+    let good = format!("good-{}", unique());
+    apply(
+        p,
+        &tracepoint_app(
+            &good,
+            &format!("    matchLabels:\n      kubernetes.io/hostname: {node}\n"),
+            &[],
+        ),
+    );
+    wait_cond(p, &good, &node, "Success", 60);
+    assert!(state(p, &bad, &node).is_none());
+    for a in [&bad, &good] {
+        delete_app(p, a);
+    }
+    wait_for("State gone", 60, || {
+        state(p, &good, &node).is_none().then_some(())
+    });
+}

@@ -84,6 +84,20 @@ impl Agent {
         a
     }
 
+    /// An agent whose cluster access is `kubeconfig` (its own user, to count its requests).
+    pub fn with_kubeconfig(node: &str, daemon: &Daemon, kubeconfig: PathBuf) -> Self {
+        let mut a = Agent {
+            child: None,
+            node: node.to_string(),
+            socket: daemon.socket.clone(),
+            kubeconfig,
+            log: daemon.dir.path().join(format!("agent-{node}.log")),
+            cri: PathBuf::from("/nonexistent/cri.sock"),
+        };
+        a.spawn();
+        a
+    }
+
     /// An agent for a real node, finding pods through its CRI socket.
     pub fn on_node(
         plane: &ControlPlane,

@@ -25,6 +25,7 @@ use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -142,11 +143,12 @@ impl Ready {
 /// One kind's context.
 pub struct KindCtx<A: AppKind> {
     pub shared: Arc<Shared>,
-    pub apps: Store<A>,
+    /// Applications as read: one that does not read as its kind is an `Err` in its place.
+    pub apps: Store<DeserializeGuard<A>>,
     pub apps_ready: Arc<Ready>,
     pub states: Store<A::State>,
     pub states_ready: Arc<Ready>,
-    pub kick: UnboundedSender<ObjectRef<A>>,
+    pub kick: UnboundedSender<ObjectRef<DeserializeGuard<A>>>,
 }
 
 /// A reflected watch of `api` whose first full listing sets the returned [`Ready`].
@@ -398,10 +400,11 @@ fn map_owner<A: AppKind>(
     let Some(sel) = sel else { return Ok(None) };
     let s =
         Selector::new(sel).map_err(|e| MapOwnerWait::Error(format!("mapOwnerSelector: {e}")))?;
-    let owners: Vec<Arc<A>> = ctx
+    let owners: Vec<A> = ctx
         .apps
         .state()
         .into_iter()
+        .filter_map(|g| g.0.as_ref().ok().cloned())
         .filter(|o| o.namespace() == app.namespace() && o.uid() != app.uid())
         .filter(|o| s.matches(o.labels()))
         .collect();
@@ -474,7 +477,25 @@ async fn pull_auth(
         .map_err(|e| format!("Secret {}/{}: {e}", sec.namespace, sec.name))
 }
 
-async fn reconcile_app<A: AppKind>(app: Arc<A>, ctx: Arc<KindCtx<A>>) -> Result<Action, Error> {
+async fn reconcile_app<A: AppKind>(
+    guard: Arc<DeserializeGuard<A>>,
+    ctx: Arc<KindCtx<A>>,
+) -> Result<Action, Error> {
+    let app = match &guard.0 {
+        Ok(a) => Arc::new(a.clone()),
+        Err(invalid) => {
+            // One unreadable object (no spec, a wrong type the schema let through) is
+            // reported and skipped; every other application is served.
+            tracing::warn!(
+                kind = A::KIND,
+                name = invalid.metadata.name.as_deref().unwrap_or_default(),
+                namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "the application does not read as its kind: skipped (fix or delete it)"
+            );
+            return Ok(Action::await_change());
+        }
+    };
     let sh = ctx.shared.clone();
     let key = app.key();
     ctx.states_ready.wait().await;
@@ -575,13 +596,13 @@ async fn reconcile_state<A: AppKind>(
         return Ok(Action::await_change());
     };
     let ns = state.namespace();
-    let app_ref = ObjectRef::<A>::new(&app_name).within_opt(ns.clone());
+    let app_ref = ObjectRef::<DeserializeGuard<A>>::new(&app_name).within_opt(ns.clone());
     ctx.apps_ready.wait().await;
     let app_alive = match ctx.apps.get(&app_ref) {
         Some(a) if a.uid().as_deref() == Some(app_uid.as_str()) => true,
         _ => {
             // Confirm with the API server before taking anything down.
-            match A::app_api(sh.client.clone(), ns.as_deref())
+            match A::guard_api(sh.client.clone(), ns.as_deref())
                 .get_opt(&app_name)
                 .await?
             {
@@ -651,9 +672,9 @@ async fn run_kind<A: AppKind>(
     // the agent does not wait for it: a deleted application triggers its States' reconcile.
     let owned = states.clone();
     let state_ctl = state_ctl.watches(
-        A::app_api(sh.client.clone(), None),
+        A::guard_api(sh.client.clone(), None),
         watcher::Config::default(),
-        move |app: A| {
+        move |app: DeserializeGuard<A>| {
             let uid = app.uid();
             owned
                 .state()
@@ -663,9 +684,9 @@ async fn run_kind<A: AppKind>(
                 .collect::<Vec<_>>()
         },
     );
-    let (kick, kick_rx) = unbounded::<ObjectRef<A>>();
+    let (kick, kick_rx) = unbounded::<ObjectRef<DeserializeGuard<A>>>();
     let (apps, apps_ready, app_stream) = reflected(
-        A::app_api(sh.client.clone(), None),
+        A::guard_api(sh.client.clone(), None),
         watcher::Config::default(),
     );
     let app_ctl = Controller::for_stream(app_stream, apps.clone());
@@ -685,7 +706,11 @@ async fn run_kind<A: AppKind>(
     let apps = app_ctl
         .reconcile_on(futures::stream::select(kick_rx, keyed))
         .reconcile_all_on(all_trigger(all_rx))
-        .run(reconcile_app::<A>, error_policy::<A, A>, ctx.clone())
+        .run(
+            reconcile_app::<A>,
+            error_policy::<DeserializeGuard<A>, A>,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::warn!(error = %e, "application controller");
@@ -701,7 +726,7 @@ async fn run_kind<A: AppKind>(
     futures::join!(apps, states);
 }
 
-fn parse_key<A: AppKind>(k: &str) -> Option<ObjectRef<A>> {
+fn parse_key<A: AppKind>(k: &str) -> Option<ObjectRef<DeserializeGuard<A>>> {
     let mut parts = k.splitn(3, '/');
     let kind = parts.next()?;
     if kind != A::KEY {

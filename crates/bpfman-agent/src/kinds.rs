@@ -12,6 +12,7 @@ use bpfman_k8s::v1alpha1::{
     BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationSpec,
     ClusterBpfApplicationState, ClusterBpfApplicationStateStatus,
 };
+use kube::core::DeserializeGuard;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +39,9 @@ pub trait AppKind:
     fn cluster_spec(&self) -> Result<ClusterBpfApplicationSpec, String>;
     /// The application kind's API where `ns` lives (all of it for the cluster kind).
     fn app_api(client: Client, ns: Option<&str>) -> Api<Self>;
+    /// The application kind's API read leniently: an object that does not read as the kind
+    /// (a hand-made one without `spec`) is an `Err` in its place, never a failed list.
+    fn guard_api(client: Client, ns: Option<&str>) -> Api<DeserializeGuard<Self>>;
     /// The State kind's API where `ns` lives.
     fn state_api(client: Client, ns: Option<&str>) -> Api<Self::State>;
     /// The State's status, read into the cluster-scoped form (a superset of the other).
@@ -71,6 +75,9 @@ impl AppKind for ClusterBpfApplication {
     fn app_api(client: Client, _: Option<&str>) -> Api<Self> {
         Api::all(client)
     }
+    fn guard_api(client: Client, _: Option<&str>) -> Api<DeserializeGuard<Self>> {
+        Api::all(client)
+    }
     fn state_api(client: Client, _: Option<&str>) -> Api<Self::State> {
         Api::all(client)
     }
@@ -96,6 +103,12 @@ impl AppKind for BpfApplication {
         )
     }
     fn app_api(client: Client, ns: Option<&str>) -> Api<Self> {
+        match ns {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+    fn guard_api(client: Client, ns: Option<&str>) -> Api<DeserializeGuard<Self>> {
         match ns {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),

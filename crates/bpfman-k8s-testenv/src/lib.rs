@@ -38,6 +38,9 @@ pub struct Options {
     /// Run kube-controller-manager too (owner garbage collection needs it; it discovers new
     /// CRDs on a resync of about 30 s).
     pub controller_manager: bool,
+    /// Write the API server's audit log (every request, metadata only) so a test or benchmark
+    /// can count the requests each user made ([`ControlPlane::requests_by`]).
+    pub audit: bool,
 }
 
 /// A running control plane.
@@ -47,6 +50,7 @@ pub struct ControlPlane {
     port: u16,
     children: Mutex<Vec<(String, Child)>>,
     users: Mutex<()>,
+    audit: bool,
 }
 
 /// The control plane shared by every test in this test binary (with kube-controller-manager),
@@ -62,6 +66,7 @@ pub fn shared() -> &'static ControlPlane {
             .spawn(move || {
                 let plane = ControlPlane::start(Options {
                     controller_manager: true,
+                    ..Options::default()
                 });
                 let plane: Result<&'static ControlPlane> = plane.map(|p| &*Box::leak(Box::new(p)));
                 let ok = plane.as_ref().ok().copied();
@@ -202,6 +207,7 @@ impl ControlPlane {
             port,
             children: Mutex::new(Vec::new()),
             users: Mutex::new(()),
+            audit: opts.audit,
         };
         plane.make_pki()?;
         plane.start_etcd()?;
@@ -390,6 +396,20 @@ impl ControlPlane {
             format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
             "--v=0".into(),
         ];
+        let mut args = args;
+        if self.audit {
+            let policy = self.dir.join("audit-policy.yaml");
+            std::fs::write(
+                &policy,
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n",
+            )?;
+            args.push(format!("--audit-policy-file={}", policy.display()));
+            args.push(format!(
+                "--audit-log-path={}",
+                self.dir.join("audit.log").display()
+            ));
+            args.push("--audit-log-mode=blocking".into());
+        }
         self.spawn("kube-apiserver", &self.bin.join("kube-apiserver"), &args)
     }
 
@@ -459,6 +479,42 @@ impl ControlPlane {
         std::thread::sleep(down);
         self.start_apiserver()?;
         self.wait_ready()
+    }
+
+    /// The requests `user` made so far (audit events at ResponseComplete; watches count once,
+    /// when they end, and are counted apart): (requests, of which writes, watches). Needs
+    /// [`Options::audit`].
+    pub fn requests_by(&self, user: &str) -> Result<(u64, u64, u64)> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log"))
+            .context("read the audit log (start the plane with Options { audit: true })")?;
+        let (mut all, mut writes, mut watches) = (0, 0, 0);
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["user"]["username"] != user {
+                continue;
+            }
+            let stage = v["stage"].as_str().unwrap_or_default();
+            if stage != "ResponseComplete" && stage != "ResponseStarted" {
+                continue;
+            }
+            let verb = v["verb"].as_str().unwrap_or_default();
+            if verb == "watch" {
+                if stage == "ResponseStarted" {
+                    watches += 1;
+                }
+                continue;
+            }
+            if stage != "ResponseComplete" {
+                continue;
+            }
+            all += 1;
+            if matches!(verb, "create" | "update" | "patch" | "delete") {
+                writes += 1;
+            }
+        }
+        Ok((all, writes, watches))
     }
 
     /// The process ids of etcd, the API server and (when running) the controller manager.
