@@ -10,7 +10,6 @@
 //! Run as root: `cargo bench -p bpfman-cli --bench agent`.
 
 #[path = "../../../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};
