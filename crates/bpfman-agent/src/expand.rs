@@ -362,6 +362,34 @@ fn container_pids(
     pids
 }
 
+/// The links one network link spec expands to: one per (network namespace, interface) it
+/// reaches, each with its State fields (`detail`) and its hook.
+#[allow(clippy::too_many_arguments)]
+fn push_network(
+    out: &mut Expanded,
+    node: &NodeView,
+    what: &str,
+    sel: &InterfaceSelector,
+    netns_sel: Option<&ClusterNetworkNamespaceSelector>,
+    hook: (i32, Vec<i32>, Option<bpfman_types::Direction>),
+    attach: fn(NetHook) -> AttachSpec,
+    detail: impl Fn(String, Option<String>) -> Detail,
+) {
+    let (priority, proceed_on, direction) = hook;
+    for (netns, iface) in network_targets(sel, netns_sel, node, out, what) {
+        out.wants.push(Want {
+            detail: detail(iface.clone(), netns.clone()),
+            attach: attach(NetHook {
+                iface,
+                priority,
+                proceed_on: proceed_on.clone(),
+                netns,
+                direction,
+            }),
+        });
+    }
+}
+
 /// Expands one program's links on `node`.
 pub fn expand(program: &ClusterProgram, node: &NodeView) -> Expanded {
     let mut out = Expanded::default();
@@ -390,29 +418,21 @@ pub fn expand(program: &ClusterProgram, node: &NodeView) -> Expanded {
                     .iter()
                     .map(|p| p.as_str().to_string())
                     .collect();
-                for (netns, iface) in network_targets(
+                push_network(
+                    &mut out,
+                    node,
+                    &what,
                     &l.interface_selector,
                     l.network_namespaces.as_ref(),
-                    node,
-                    &mut out,
-                    &what,
-                ) {
-                    out.wants.push(Want {
-                        detail: Detail::Xdp {
-                            iface: iface.clone(),
-                            netns: netns.clone(),
-                            priority: prio,
-                            proceed_on: names.clone(),
-                        },
-                        attach: AttachSpec::Xdp(NetHook {
-                            iface,
-                            priority: prio,
-                            proceed_on: po.clone(),
-                            netns,
-                            direction: None,
-                        }),
-                    });
-                }
+                    (prio, po, None),
+                    AttachSpec::Xdp,
+                    |iface, netns| Detail::Xdp {
+                        iface,
+                        netns,
+                        priority: prio,
+                        proceed_on: names.clone(),
+                    },
+                );
             }
         }
         ProgramType::Tc => {
@@ -441,30 +461,22 @@ pub fn expand(program: &ClusterProgram, node: &NodeView) -> Expanded {
                     .iter()
                     .map(|p| p.as_str().to_string())
                     .collect();
-                for (netns, iface) in network_targets(
+                push_network(
+                    &mut out,
+                    node,
+                    &what,
                     &l.interface_selector,
                     l.network_namespaces.as_ref(),
-                    node,
-                    &mut out,
-                    &what,
-                ) {
-                    out.wants.push(Want {
-                        detail: Detail::Tc {
-                            iface: iface.clone(),
-                            netns: netns.clone(),
-                            direction: l.direction.as_str().to_string(),
-                            priority: prio,
-                            proceed_on: names.clone(),
-                        },
-                        attach: AttachSpec::Tc(NetHook {
-                            iface,
-                            priority: prio,
-                            proceed_on: po.clone(),
-                            netns,
-                            direction: Some(dir),
-                        }),
-                    });
-                }
+                    (prio, po, Some(dir)),
+                    AttachSpec::Tc,
+                    |iface, netns| Detail::Tc {
+                        iface,
+                        netns,
+                        direction: l.direction.as_str().to_string(),
+                        priority: prio,
+                        proceed_on: names.clone(),
+                    },
+                );
             }
         }
         ProgramType::Tcx => {
@@ -476,29 +488,21 @@ pub fn expand(program: &ClusterProgram, node: &NodeView) -> Expanded {
                 ) else {
                     continue;
                 };
-                for (netns, iface) in network_targets(
+                push_network(
+                    &mut out,
+                    node,
+                    &what,
                     &l.interface_selector,
                     l.network_namespaces.as_ref(),
-                    node,
-                    &mut out,
-                    &what,
-                ) {
-                    out.wants.push(Want {
-                        detail: Detail::Tcx {
-                            iface: iface.clone(),
-                            netns: netns.clone(),
-                            direction: l.direction.as_str().to_string(),
-                            priority: prio,
-                        },
-                        attach: AttachSpec::Tcx(NetHook {
-                            iface,
-                            priority: prio,
-                            proceed_on: Vec::new(),
-                            netns,
-                            direction: Some(dir),
-                        }),
-                    });
-                }
+                    (prio, Vec::new(), Some(dir)),
+                    AttachSpec::Tcx,
+                    |iface, netns| Detail::Tcx {
+                        iface,
+                        netns,
+                        direction: l.direction.as_str().to_string(),
+                        priority: prio,
+                    },
+                );
             }
         }
         ProgramType::FEntry | ProgramType::FExit => {
