@@ -25,6 +25,9 @@ scripts/k8s-bins.sh kubelet
 
 echo "== unit tests, host integration suite, Kubernetes suites (real etcd + kube-apiserver)"
 make -s -C bpf
+# Every package's binaries: the agent suites run the real bpfman-agent, which cargo does not
+# build for another package's integration tests.
+cargo build --workspace --bins
 cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/bpfman-host-tests.log
 grep -q "test result: ok" /tmp/bpfman-host-tests.log
 

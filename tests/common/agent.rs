@@ -10,16 +10,16 @@ use serde_json::Value;
 
 use super::{BPFMAN, Daemon, obj, repo, unique};
 
-/// The agent binary, built by `cargo test --workspace` (this suite belongs to the CLI's
-/// package, so cargo does not rebuild another package's binary for it): refused when missing
-/// or older than its sources.
+/// The agent binary, built by `cargo build --workspace --bins` in scripts/test.sh (this suite
+/// belongs to the CLI's package, so cargo does not build another package's binary for it):
+/// refused when missing or older than its sources.
 pub fn agent_bin() -> PathBuf {
     let p = Path::new(BPFMAN).with_file_name("bpfman-agent");
     let built = std::fs::metadata(&p)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| {
             panic!(
-                "{} is missing: build it with `cargo build -p bpfman-agent` (cargo test --workspace does)",
+                "{} is missing: build it with `cargo build -p bpfman-agent` (scripts/test.sh does)",
                 p.display()
             )
         });
@@ -44,7 +44,7 @@ pub fn agent_bin() -> PathBuf {
         let src = repo().join("crates").join(c).join("src");
         assert!(
             newest(&src) <= built,
-            "{} is older than {}: rebuild it with `cargo build -p bpfman-agent` (cargo test --workspace does)",
+            "{} is older than {}: rebuild it with `cargo build -p bpfman-agent` (scripts/test.sh does)",
             p.display(),
             src.display()
         );
