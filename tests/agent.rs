@@ -613,9 +613,13 @@ priority = [100, 200]
             150,
         ),
     );
-    let s = wait_for("the namespaced application's State Success", 60, || {
-        let s = ns_state(p, &nsa, &nsapp, &node.name)?;
-        (cond(&s).0 == "Success").then_some(s)
+    let s = wait_until("the namespaced application's State Success", 60, || {
+        let s = ns_state(p, &nsa, &nsapp, &node.name).ok_or("no State")?;
+        if cond(&s).0 == "Success" {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
     });
     assert_eq!(
         s["status"]["programs"][0]["xdp"]["links"]

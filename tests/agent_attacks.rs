@@ -4,8 +4,7 @@
 //! Every test has its own nodes (and selects only them), its own daemon and agent. Each
 //! asserts that the agent stays up, says what is wrong in the State's condition, never says
 //! Success for what it did not do, leaks no program or link in the daemon, and touches
-//! nothing outside its own application. Tests marked `#[ignore = "BUG: ..."]` fail because
-//! of a bug in the agent (run them with `--ignored`).
+//! nothing outside its own application.
 
 mod common;
 
@@ -778,7 +777,6 @@ fn delete_ns_apps(p: &ControlPlane, ns: &str, apps: &[String], node: &str) {
 }
 
 #[test]
-#[ignore = "BUG: when the node's daemon policy refuses a namespaced BpfApplication ('list' denied: no policy rule names the namespace), the State never gets any status: the denial is only in the agent's log (converge.rs propagates daemon errors of list/list_links as reconcile errors; agent.rs reconcile_app writes no status)"]
 fn a_namespaced_application_the_node_policy_refuses_says_so_in_its_state() {
     require_root!();
     // No policy rule names the namespace.
@@ -1539,7 +1537,6 @@ fn applications_named_with_253_characters_get_states_with_valid_labels() {
 }
 
 #[test]
-#[ignore = "BUG: a 253-character application name with a '.' at index 243 gives an invalid State name ('.-'), so no State is ever made (agent.rs state_name)"]
 fn applications_named_with_a_dot_where_the_state_name_is_cut_still_get_a_state() {
     require_root!();
     let (p, node, d, mut agent) = setup("dotcut", "10.251.0.10");
@@ -1561,7 +1558,6 @@ fn applications_named_with_a_dot_where_the_state_name_is_cut_still_get_a_state()
 // State objects.
 
 #[test]
-#[ignore = "BUG: removing the kubernetes.io/hostname label from a State hides it from the agent: deleting the application then leaks its programs and leaves the State Terminating forever (agent.rs run_kind/create_state adopt it without relabelling)"]
 fn a_state_that_loses_its_hostname_label_still_takes_its_programs_down() {
     require_root!();
     let (p, node, d, mut agent) = setup("unlab", "10.251.0.11");
@@ -1604,7 +1600,6 @@ fn a_state_that_loses_its_hostname_label_still_takes_its_programs_down() {
 }
 
 #[test]
-#[ignore = "BUG: a State relabelled kubernetes.io/hostname=<other node> is taken over by the other node's agent (one State per node is then deleted, and the first node reloads or leaks its programs) (agent.rs owned_states/reconcile_app trust the label)"]
 fn a_state_relabelled_to_another_node_is_not_taken_over() {
     require_root!();
     let p = plane();
@@ -1845,7 +1840,6 @@ fn a_state_deleted_behind_the_agents_back_is_made_again_without_leaks() {
 // Updates that break an application.
 
 #[test]
-#[ignore = "BUG: an update the agent refuses (here byteCode.path with '..') leaves the old program loaded and attached while the State says NotLoaded with no programId (converge.rs: failed() returns before any teardown)"]
 fn an_invalid_update_never_hides_the_programs_still_loaded() {
     require_root!();
     let (p, node, d, mut agent) = setup("badupd", "10.251.0.17");
@@ -1881,7 +1875,6 @@ fn an_invalid_update_never_hides_the_programs_still_loaded() {
 }
 
 #[test]
-#[ignore = "BUG: a spec whose problems make a condition message over the CRD's 32768-character limit is never reported: the status write is refused and the State keeps no status while the program is loaded (converge.rs joins every problem unbounded)"]
 fn very_many_bad_links_are_still_reported() {
     require_root!();
     let (p, node, d, mut agent) = setup("manyl", "10.251.0.18");
@@ -1939,7 +1932,6 @@ fn map_owner_of(d: &Daemon, id: u64) -> Option<u64> {
 /// (`--ignored a_map_user_applied`); in a busy run other tests' veths trigger the agent's
 /// reconcile-everything and may hide it.
 #[test]
-#[ignore = "BUG: an application whose map owner is applied after it stays Pending until some unrelated event (interfaces, pods, node) reconciles it: nothing kicks map users when an owner appears or converges (agent.rs map_owner/reconcile_state)"]
 fn a_map_user_applied_before_its_owner_loads_once_the_owner_has() {
     require_root!();
     let (p, node, d, mut agent) = setup("molate", "10.251.0.19");
@@ -1967,7 +1959,6 @@ fn a_map_user_applied_before_its_owner_loads_once_the_owner_has() {
 }
 
 #[test]
-#[ignore = "BUG: updating a map owner that another application shares maps with never converges: the daemon refuses to unload the owner while its maps are used, and the agent does not move the users (converge.rs teardown on reload; agent.rs map_owner)"]
 fn updating_a_map_owner_moves_its_users_onto_the_new_maps() {
     require_root!();
     let (p, node, d, mut agent) = setup("moupd", "10.251.0.20");
@@ -2019,7 +2010,6 @@ fn updating_a_map_owner_moves_its_users_onto_the_new_maps() {
 }
 
 #[test]
-#[ignore = "BUG: deleting a map owner leaves its user Pending/NotLoaded with its program still loaded (hidden from the State), which keeps the owner's maps in use so the owner's State never finishes deleting (converge.rs failed() on MapOwnerWait; agent.rs finalize)"]
 fn deleting_a_map_owner_neither_hides_its_users_programs_nor_hangs() {
     require_root!();
     let (p, node, d, mut agent) = setup("model", "10.251.0.21");
@@ -2225,7 +2215,6 @@ fn derived_state_name(app: &str, node: &str, app_uid: &str) -> String {
 }
 
 #[test]
-#[ignore = "BUG: an object squatting the State's derived name (made before the agent) blocks the application on that node forever, said only in the agent's log (agent.rs create_state: 409 with a foreign owner is a permanent error)"]
 fn a_state_name_taken_in_advance_does_not_block_the_application() {
     require_root!();
     let p = plane();
@@ -2270,7 +2259,6 @@ fn drop_finalizers(p: &ControlPlane, state: &str) {
 }
 
 #[test]
-#[ignore = "BUG: a State deleted after its finalizer was removed is not made again (nothing re-triggers the application) while its program stays loaded, recorded nowhere; when any later event recreates the State, the application is loaded a second time (agent.rs: nothing tears down the programs of a State that vanished without finalizing)"]
 fn a_state_deleted_without_its_finalizer_is_made_again_without_a_second_program() {
     require_root!();
     let (p, node, d, mut agent) = setup("nofin", "10.251.0.28");
@@ -2315,7 +2303,6 @@ fn a_state_deleted_without_its_finalizer_is_made_again_without_a_second_program(
 }
 
 #[test]
-#[ignore = "BUG: an application deleted after its State's finalizer was removed leaves its programs loaded and attached for good (agent.rs: only States still in the store are finalized; a State gone without finalizing is never torn down)"]
 fn an_application_deleted_after_its_states_finalizer_was_removed_leaves_nothing() {
     require_root!();
     let (p, node, d, mut agent) = setup("nofin2", "10.251.0.29");
@@ -2333,7 +2320,6 @@ fn an_application_deleted_after_its_states_finalizer_was_removed_leaves_nothing(
 }
 
 #[test]
-#[ignore = "BUG: a map user takes its owner's program id from the owner's State status, which anyone who can write States can forge: after an agent restart the user is reloaded and attached onto another tenant's program's maps (then back once the owner's status is rewritten) (agent.rs map_owner trusts status.programs[].programId, not the daemon's programs of the owner's State uuid)"]
 fn a_forged_program_id_in_the_map_owners_state_is_never_used() {
     require_root!();
     let (p, node, d, mut agent) = setup("moforge", "10.251.0.30");
@@ -2389,7 +2375,6 @@ fn a_forged_program_id_in_the_map_owners_state_is_never_used() {
 }
 
 #[test]
-#[ignore = "BUG: a namespaced BpfApplication that selects a hostNetwork pod of its namespace attaches in the host's network namespace (expand.rs network_targets / kinds.rs confine take the pod's netns without checking it is the pod's own)"]
 fn a_namespaced_application_never_attaches_in_the_hosts_network_namespace() {
     require_root!();
     let Some(node) = real_node() else { return };
@@ -2479,7 +2464,6 @@ spec:
 }
 
 #[test]
-#[ignore = "BUG: an application edited so that it no longer reads (spec removed) keeps its old programs attached and its State keeps saying Success; the problem is only in the agent's log (agent.rs reconcile_app skips DeserializeGuard errors without touching the State)"]
 fn an_application_edited_into_one_that_does_not_read_is_not_left_as_success() {
     require_root!();
     let (p, node, d, mut agent) = setup("unread", "10.251.0.31");

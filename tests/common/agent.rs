@@ -226,13 +226,23 @@ pub fn cond(s: &Value) -> (String, String, String) {
 }
 
 pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    wait_until(what, secs, || f().ok_or(String::new()))
+}
+
+/// [`wait_for`] whose condition says what it saw instead, said when it times out.
+pub fn wait_until<T, E: std::fmt::Display>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if let Some(v) = f() {
-            return v;
-        }
+        let seen = match f() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
         if Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
+            panic!("timed out after {secs} s waiting for {what}; last seen: {seen}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -11,6 +11,8 @@
 //! addresses, host interfaces coming and going, pods on the node changing, and the daemon
 //! watch (restarts, programs or links removed behind the agent's back).
 
+#[cfg(test)]
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -110,6 +112,7 @@ impl Shared {
             interfaces: crate::host::interfaces(),
             pods: self.pods.views(),
             proc_dir: self.opts.proc_dir.clone(),
+            confined: false,
         })
     }
 }
@@ -149,6 +152,8 @@ pub struct KindCtx<A: AppKind> {
     pub states: Store<A::State>,
     pub states_ready: Arc<Ready>,
     pub kick: UnboundedSender<ObjectRef<DeserializeGuard<A>>>,
+    /// Wakes the orphan sweep (a State or an application was deleted).
+    pub sweep: Arc<tokio::sync::Notify>,
 }
 
 /// A reflected watch of `api` whose first full listing sets the returned [`Ready`].
@@ -156,6 +161,7 @@ pub struct KindCtx<A: AppKind> {
 fn reflected<K>(
     api: kube::Api<K>,
     wc: watcher::Config,
+    on_delete: impl Fn(&K) + Send + 'static,
 ) -> (
     Store<K>,
     Arc<Ready>,
@@ -175,22 +181,72 @@ where
     let r = ready.clone();
     let stream = watcher(api, wc)
         .default_backoff()
-        .inspect(move |ev| {
-            if matches!(ev, Ok(watcher::Event::InitDone)) {
-                r.set();
-            }
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::InitDone) => r.set(),
+            // Deleted, or no longer matching the watch's label selector.
+            Ok(watcher::Event::Delete(k)) => on_delete(k),
+            _ => {}
         })
         .reflect(writer)
         .applied_objects();
     (store, ready, stream)
 }
 
-fn state_name(app: &str, node: &str, app_uid: &str) -> String {
-    let h = Sha256::digest(format!("{node}/{app_uid}").as_bytes());
+/// How many names a State may take on one node: the first is derived from the node and the
+/// application's UID; the others are taken only when an object squats the one before.
+const STATE_NAME_ATTEMPTS: u32 = 4;
+
+/// The `attempt`th name of the application's State on `node`: the application's name (cut to
+/// fit a DNS subdomain, never ending in '.' or '-') and 8 hex digits derived from the node and
+/// the application's UID.
+fn state_name(app: &str, node: &str, app_uid: &str, attempt: u32) -> String {
+    let seed = match attempt {
+        0 => format!("{node}/{app_uid}"),
+        n => format!("{node}/{app_uid}/{n}"),
+    };
+    let h = Sha256::digest(seed.as_bytes());
     let suffix: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
-    // A DNS subdomain: at most 253 characters.
-    let app: String = app.chars().take(253 - 9).collect();
-    format!("{app}-{suffix}")
+    format!("{}-{suffix}", state_prefix(app))
+}
+
+fn state_prefix(app: &str) -> String {
+    // A DNS subdomain: at most 253 characters, each dot-separated part ending alphanumeric.
+    let head: String = app.chars().take(253 - 9).collect();
+    head.trim_end_matches(['-', '.']).to_string()
+}
+
+/// This node's candidate names for the application's State.
+fn state_names(app: &str, node: &str, app_uid: &str) -> Vec<String> {
+    (0..STATE_NAME_ATTEMPTS)
+        .map(|n| state_name(app, node, app_uid, n))
+        .collect()
+}
+
+/// Whether `name` has the shape of an agent-made State name of `app` (for some node): such a
+/// State, labelled for this node but not named for it, is another node's State relabelled,
+/// never this agent's to act on.
+fn agent_shaped(name: &str, app: &str) -> bool {
+    let prefix = state_prefix(app);
+    name.strip_prefix(prefix.as_str())
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// How the programs of a State name it in their metadata (see `converge::METADATA_STATE`).
+fn state_ref<A: AppKind>(ns: Option<&str>, state: &str) -> String {
+    match ns {
+        Some(ns) => format!("{}/{ns}/{state}", A::KEY),
+        None => format!("{}/{state}", A::KEY),
+    }
+}
+
+/// The namespace and name of a State from its `state_ref`, when it is of kind `A`.
+fn parse_state_ref<A: AppKind>(r: &str) -> Option<(Option<String>, String)> {
+    let rest = r.strip_prefix(A::KEY)?.strip_prefix('/')?;
+    match rest.split_once('/') {
+        Some((ns, name)) => Some((Some(ns.to_string()), name.to_string())),
+        None => Some((None, rest.to_string())),
+    }
 }
 
 /// The `ownedByProgram` label value: the application's name, or (past the 63 characters a
@@ -239,53 +295,100 @@ fn owned_states<A: AppKind>(ctx: &KindCtx<A>, app: &A) -> Vec<Arc<A::State>> {
     v
 }
 
+/// Makes the application's State on this node under the first of its candidate names that
+/// is free or already its own (made by an earlier pass whose event has not arrived, or one
+/// whose labels were changed: those are put back).
 async fn create_state<A: AppKind>(ctx: &KindCtx<A>, app: &A) -> Result<A::State, Error> {
     let sh = &ctx.shared;
     let uid = app
         .uid()
         .ok_or_else(|| Error::Other("the application has no UID".into()))?;
-    let name = state_name(&app.name_any(), &sh.opts.node, &uid);
-    let mut meta = serde_json::json!({
-        "name": name,
-        "labels": {
-            LABEL_OWNED_BY_PROGRAM: owner_label(&app.name_any()),
-            LABEL_HOSTNAME: sh.opts.node,
-        },
-        "finalizers": [A::FINALIZER],
-        "ownerReferences": [{
-            "apiVersion": "bpfman.io/v1alpha1",
-            "kind": A::KIND,
-            "name": app.name_any(),
-            "uid": uid,
-            "controller": true,
-            "blockOwnerDeletion": true,
-        }],
-    });
-    if let Some(ns) = app.namespace() {
-        meta["namespace"] = ns.into();
-    }
-    let obj: A::State = serde_json::from_value(serde_json::json!({
-        "apiVersion": "bpfman.io/v1alpha1",
-        "kind": A::STATE_KIND,
-        "metadata": meta,
-    }))
-    .map_err(|e| Error::Other(format!("building the State: {e}")))?;
     let api = A::state_api(sh.client.clone(), app.namespace().as_deref());
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(s) => Ok(s),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            // Made by an earlier pass whose event has not arrived yet (the name is derived).
-            let s = api.get(&name).await?;
-            if controller_owner(&s, A::KIND).is_some_and(|(_, u)| u == uid) {
-                Ok(s)
-            } else {
-                Err(Error::Other(format!(
-                    "State {name} exists and belongs to another application of that name (being deleted?)"
-                )))
-            }
+    let mut taken = Vec::new();
+    for name in state_names(&app.name_any(), &sh.opts.node, &uid) {
+        let mut meta = serde_json::json!({
+            "name": name,
+            "labels": {
+                LABEL_OWNED_BY_PROGRAM: owner_label(&app.name_any()),
+                LABEL_HOSTNAME: sh.opts.node,
+            },
+            "finalizers": [A::FINALIZER],
+            "ownerReferences": [{
+                "apiVersion": "bpfman.io/v1alpha1",
+                "kind": A::KIND,
+                "name": app.name_any(),
+                "uid": uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+        });
+        if let Some(ns) = app.namespace() {
+            meta["namespace"] = ns.into();
         }
-        Err(e) => Err(e.into()),
+        let obj: A::State = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bpfman.io/v1alpha1",
+            "kind": A::STATE_KIND,
+            "metadata": meta,
+        }))
+        .map_err(|e| Error::Other(format!("building the State: {e}")))?;
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(s) => return Ok(s),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let Some(s) = api.get_opt(&name).await? else {
+                    continue;
+                };
+                if controller_owner(&s, A::KIND).is_some_and(|(_, u)| u == uid) {
+                    return repair::<A>(sh, app, s).await;
+                }
+                tracing::warn!(
+                    state = name,
+                    "an object not of this application holds the State's name: trying the next name"
+                );
+                taken.push(name);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(Error::Other(format!(
+        "every name this node's State may take is held by another object ({}): delete those",
+        taken.join(", ")
+    )))
+}
+
+/// Puts back the labels and the finalizer of the application's own State when something
+/// removed or changed them (a State without them is invisible to this node's agent, or
+/// deleted without its programs being taken down).
+async fn repair<A: AppKind>(sh: &Shared, app: &A, s: A::State) -> Result<A::State, Error> {
+    let label = owner_label(&app.name_any());
+    let labelled = s.labels().get(LABEL_HOSTNAME) == Some(&sh.opts.node)
+        && s.labels().get(LABEL_OWNED_BY_PROGRAM) == Some(&label);
+    let finalized = s.finalizers().iter().any(|f| f == A::FINALIZER);
+    if s.meta().deletion_timestamp.is_some() || (labelled && finalized) {
+        return Ok(s);
+    }
+    tracing::warn!(
+        state = s.name_any(),
+        "the State's labels or finalizer were changed: putting them back"
+    );
+    let mut fins = s.finalizers().to_vec();
+    if !finalized {
+        fins.push(A::FINALIZER.to_string());
+    }
+    // Conditional on the resourceVersion: a concurrent change is retried, never overwritten.
+    let patch = serde_json::json!({
+        "metadata": {
+            "labels": {LABEL_HOSTNAME: sh.opts.node, LABEL_OWNED_BY_PROGRAM: label},
+            "finalizers": fins,
+            "resourceVersion": s.resource_version(),
+        }
+    });
+    Ok(A::state_api(sh.client.clone(), s.namespace().as_deref())
+        .patch(
+            &s.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?)
 }
 
 /// Writes `new` unless it says what the State already says (times and updateCount aside).
@@ -293,7 +396,7 @@ async fn write_status<A: AppKind>(
     sh: &Shared,
     state: &A::State,
     mut new: ClusterBpfApplicationStateStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let old = A::state_status(state);
     if let Some(o) = &old {
         if let (Some(oc), Some(nc)) = (o.conditions.first(), new.conditions.first_mut())
@@ -303,7 +406,7 @@ async fn write_status<A: AppKind>(
         }
         new.update_count = o.update_count;
         if *o == new {
-            return Ok(());
+            return Ok(false);
         }
     }
     new.update_count = old
@@ -322,7 +425,7 @@ async fn write_status<A: AppKind>(
             &Patch::Apply(&patch),
         )
         .await?;
-    Ok(())
+    Ok(true)
 }
 
 async fn remove_finalizer<A: AppKind>(sh: &Shared, state: &A::State) -> Result<(), Error> {
@@ -391,53 +494,98 @@ async fn finalize<A: AppKind>(sh: &Shared, state: &A::State) -> Result<(), Error
     }
 }
 
-/// The map owner's first program id on this node, per `mapOwnerSelector`.
-fn map_owner<A: AppKind>(
+/// The map owner's program id on this node, per `mapOwnerSelector`: read from the daemon
+/// (the programs loaded for the owner's State here), never from a State's status, which
+/// anyone who may write States could point at another tenant's program.
+async fn map_owner<A: AppKind>(
     ctx: &KindCtx<A>,
     app: &A,
     sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-) -> Result<Option<u32>, MapOwnerWait> {
-    let Some(sel) = sel else { return Ok(None) };
-    let s =
-        Selector::new(sel).map_err(|e| MapOwnerWait::Error(format!("mapOwnerSelector: {e}")))?;
+) -> Result<Result<Option<u32>, MapOwnerWait>, Error> {
+    let Some(sel) = sel else { return Ok(Ok(None)) };
+    let s = match Selector::new(sel) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(MapOwnerWait::Error(format!("mapOwnerSelector: {e}")))),
+    };
     let owners: Vec<A> = ctx
         .apps
         .state()
         .into_iter()
         .filter_map(|g| g.0.as_ref().ok().cloned())
         .filter(|o| o.namespace() == app.namespace() && o.uid() != app.uid())
+        .filter(|o| o.meta().deletion_timestamp.is_none())
         .filter(|o| s.matches(o.labels()))
         .collect();
     let owner = match owners.as_slice() {
         [] => {
-            return Err(MapOwnerWait::Pending(
+            return Ok(Err(MapOwnerWait::Pending(
                 "no application matches mapOwnerSelector yet: waiting for the map owner".into(),
-            ));
+            )));
         }
         [o] => o.clone(),
         many => {
-            return Err(MapOwnerWait::Error(format!(
+            return Ok(Err(MapOwnerWait::Error(format!(
                 "mapOwnerSelector matches {} applications ({}): it must select exactly one",
                 many.len(),
                 many.iter()
                     .map(|o| o.name_any())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )));
+            ))));
         }
     };
-    let id = owned_states(ctx, &owner)
-        .first()
-        .and_then(|st| A::state_status(st))
-        .and_then(|st| st.programs.iter().find_map(|p| p.program_id));
-    match id {
-        Some(id) => Ok(Some(id)),
-        None => Err(MapOwnerWait::Pending(format!(
-            "waiting for the map owner {} to load on node {}",
-            owner.name_any(),
-            ctx.shared.opts.node
-        ))),
+    let first: Vec<String> = owner
+        .cluster_spec()
+        .map(|s| s.programs.iter().map(|p| p.name.clone()).collect())
+        .unwrap_or_default();
+    let mut c = ctx.shared.daemon.client().await?;
+    for st in owned_states(ctx, &owner) {
+        let Some(uid) = st.uid() else { continue };
+        let held = converge::ours(&mut c, &uid).await?;
+        // The owner's first program in its spec's order (they share one set of maps).
+        let id = first
+            .iter()
+            .find_map(|n| held.iter().find(|(_, i)| i.name == *n).map(|(id, _)| *id))
+            .or_else(|| held.keys().next().copied());
+        if let Some(id) = id {
+            return Ok(Ok(Some(id)));
+        }
     }
+    Ok(Err(MapOwnerWait::Pending(format!(
+        "waiting for the map owner {} to load on node {}",
+        owner.name_any(),
+        ctx.shared.opts.node
+    ))))
+}
+
+/// Kicks the applications that share `app`'s maps (their `mapOwnerSelector` selects it): they
+/// load once it has, and move when it reloads or goes.
+fn kick_users<A: AppKind>(
+    ctx: &KindCtx<A>,
+    ns: Option<&str>,
+    uid: &str,
+    labels: &BTreeMap<String, String>,
+) {
+    for g in ctx.apps.state() {
+        let Ok(u) = &g.0 else { continue };
+        if u.namespace().as_deref() != ns || u.uid().as_deref() == Some(uid) {
+            continue;
+        }
+        let Ok(spec) = u.cluster_spec() else { continue };
+        let Some(sel) = spec.map_owner_selector.as_ref() else {
+            continue;
+        };
+        if Selector::new(sel).is_ok_and(|s| s.matches(labels)) {
+            let r = ObjectRef::<DeserializeGuard<A>>::new(&u.name_any()).within_opt(u.namespace());
+            let _ = ctx.kick.unbounded_send(r);
+        }
+    }
+}
+
+/// Whether this node's daemon holds programs of the State with this UID.
+async fn holds(sh: &Shared, state_uid: &str) -> Result<bool, Error> {
+    let mut c = sh.daemon.client().await?;
+    Ok(!converge::ours(&mut c, state_uid).await?.is_empty())
 }
 
 async fn pull_auth(
@@ -483,29 +631,21 @@ async fn reconcile_app<A: AppKind>(
 ) -> Result<Action, Error> {
     let app = match &guard.0 {
         Ok(a) => Arc::new(a.clone()),
-        Err(invalid) => {
-            // One unreadable object (no spec, a wrong type the schema let through) is
-            // reported and skipped; every other application is served.
-            tracing::warn!(
-                kind = A::KIND,
-                name = invalid.metadata.name.as_deref().unwrap_or_default(),
-                namespace = invalid.metadata.namespace.as_deref().unwrap_or_default(),
-                error = %invalid.error,
-                "the application does not read as its kind: skipped (fix or delete it)"
-            );
-            return Ok(Action::await_change());
-        }
+        Err(invalid) => return unreadable::<A>(&ctx, invalid).await,
     };
     let sh = ctx.shared.clone();
     let key = app.key();
     ctx.states_ready.wait().await;
     let _g = sh.lock(&key).await;
-    let Some(node) = sh.node_view() else {
+    let Some(mut node) = sh.node_view() else {
         return Err(Error::Other(format!(
             "Node {} is not known yet (does it exist?)",
             sh.opts.node
         )));
     };
+    node.confined = app.scope().is_some();
+    let uid = app.uid().unwrap_or_default();
+    let names = state_names(&app.name_any(), &sh.opts.node, &uid);
     let states = owned_states(&ctx, &app);
     let (deleting, live): (Vec<_>, Vec<_>) = states
         .into_iter()
@@ -516,32 +656,60 @@ async fn reconcile_app<A: AppKind>(
         }
         sh.daemon
             .expect(&key, Default::default(), Default::default());
+        kick_users(&ctx, app.namespace().as_deref(), &uid, app.labels());
         return Ok(Action::await_change());
     }
-    // More than one (two agents raced, or upstream's and ours): keep the oldest.
-    for extra in live.iter().skip(1) {
-        tracing::warn!(
-            state = extra.name_any(),
-            "a second State for this node: deleting it"
-        );
-        let api = A::state_api(sh.client.clone(), extra.namespace().as_deref());
-        let _ = api
-            .delete(&extra.name_any(), &DeleteParams::default())
-            .await;
+    // This node's State: the one under a name made for this node; else (made by upstream's
+    // agent) one whose programs this node's daemon holds.
+    let mut mine = live.iter().position(|s| names.contains(&s.name_any()));
+    if mine.is_none() {
+        for (i, s) in live.iter().enumerate() {
+            if holds(&sh, &s.uid().unwrap_or_default()).await? {
+                mine = Some(i);
+                break;
+            }
+        }
     }
-    let state = match live.first() {
-        Some(s) => (**s).clone(),
-        None if !deleting.is_empty() => {
+    for (i, extra) in live.iter().enumerate() {
+        if Some(i) == mine {
+            continue;
+        }
+        let name = extra.name_any();
+        let ours = holds(&sh, &extra.uid().unwrap_or_default()).await?;
+        if !ours && agent_shaped(&name, &app.name_any()) {
+            // Another node's State, relabelled: its own agent puts the label back.
+            tracing::debug!(
+                state = name,
+                "a State labelled for this node but named for another: left alone"
+            );
+            continue;
+        }
+        tracing::warn!(state = name, "a second State for this node: deleting it");
+        if ours {
+            finalize::<A>(&sh, extra).await?;
+        }
+        let api = A::state_api(sh.client.clone(), extra.namespace().as_deref());
+        let _ = api.delete(&name, &DeleteParams::default()).await;
+    }
+    let state = match mine {
+        Some(i) => repair::<A>(&sh, &app, (*live[i]).clone()).await?,
+        None if deleting.iter().any(|s| names.contains(&s.name_any())) => {
             // The State controller finalizes it; its deletion kicks this application again.
             return Ok(Action::await_change());
         }
         None => create_state(&ctx, &app).await?,
     };
+    if state.meta().deletion_timestamp.is_some() {
+        // Being deleted but unseen by the watch (its labels were changed): finalized here.
+        finalize::<A>(&sh, &state).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let state_uid = state.uid().unwrap_or_default();
+    let sref = state_ref::<A>(state.namespace().as_deref(), &state.name_any());
     let spec = app.cluster_spec();
     let old = A::state_status(&state);
     let map_owner = match &spec {
-        Ok(s) => map_owner(&ctx, &app, s.map_owner_selector.as_ref()),
+        Ok(s) => map_owner(&ctx, &app, s.map_owner_selector.as_ref()).await?,
         Err(_) => Ok(None),
     };
     let pull_auth = match &spec {
@@ -560,6 +728,7 @@ async fn reconcile_app<A: AppKind>(
             spec,
             node: &node,
             state_uid: &state_uid,
+            state_ref: &sref,
             old: old.as_ref(),
             map_owner,
             pull_auth,
@@ -576,12 +745,82 @@ async fn reconcile_app<A: AppKind>(
             return Err(e.into());
         }
     };
+    let retry = conv.retry;
     sh.daemon.expect(&key, conv.programs, conv.links);
-    write_status::<A>(&sh, &state, conv.status).await?;
-    Ok(match conv.retry {
+    if write_status::<A>(&sh, &state, conv.status).await? {
+        kick_users(&ctx, app.namespace().as_deref(), &uid, app.labels());
+    }
+    Ok(match retry {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// An application that no longer reads as its kind (its spec removed, a wrong type the schema
+/// let through): its State here says so; what its last readable spec loaded stays, described
+/// as it was (or, when the State does not describe it exactly, is unloaded).
+async fn unreadable<A: AppKind>(
+    ctx: &KindCtx<A>,
+    invalid: &kube::core::error_boundary::InvalidObject,
+) -> Result<Action, Error> {
+    let m = &invalid.metadata;
+    let name = m.name.clone().unwrap_or_default();
+    tracing::warn!(
+        kind = A::KIND,
+        name,
+        namespace = m.namespace.as_deref().unwrap_or_default(),
+        error = %invalid.error,
+        "the application does not read as its kind (fix or delete it)"
+    );
+    let Some(uid) = m.uid.clone() else {
+        return Ok(Action::await_change());
+    };
+    let sh = ctx.shared.clone();
+    ctx.states_ready.wait().await;
+    let key = A::key_of(m.namespace.as_deref(), &name);
+    let _g = sh.lock(&key).await;
+    let Some(mut node) = sh.node_view() else {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    node.confined = m.namespace.is_some();
+    let names = state_names(&name, &sh.opts.node, &uid);
+    let Some(state) = ctx
+        .states
+        .state()
+        .into_iter()
+        .filter(|s| s.meta().deletion_timestamp.is_none() && names.contains(&s.name_any()))
+        .find(|s| controller_owner(s.as_ref(), A::KIND).is_some_and(|(_, u)| u == uid))
+    else {
+        return Ok(Action::await_change());
+    };
+    let state_uid = state.uid().unwrap_or_default();
+    let sref = state_ref::<A>(state.namespace().as_deref(), &state.name_any());
+    let old = A::state_status(&state);
+    let mut c = sh.daemon.client().await?;
+    if let Some(ns) = &m.namespace {
+        c = c.on_behalf_of_namespace(ns)?;
+    }
+    let conv = converge::converge(
+        &mut c,
+        Input {
+            app_name: &name,
+            spec: Err(format!(
+                "the {} does not read: {}: fix its spec (what it last loaded here stays loaded until then)",
+                A::KIND,
+                invalid.error
+            )),
+            node: &node,
+            state_uid: &state_uid,
+            state_ref: &sref,
+            old: old.as_ref(),
+            map_owner: Ok(None),
+            pull_auth: Ok(None),
+            generation: m.generation,
+        },
+    )
+    .await?;
+    write_status::<A>(&sh, &state, conv.status).await?;
+    Ok(Action::await_change())
 }
 
 async fn reconcile_state<A: AppKind>(
@@ -589,12 +828,18 @@ async fn reconcile_state<A: AppKind>(
     ctx: Arc<KindCtx<A>>,
 ) -> Result<Action, Error> {
     let sh = ctx.shared.clone();
-    if !state.finalizers().iter().any(|f| f == A::FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let Some((app_name, app_uid)) = controller_owner(state.as_ref(), A::KIND) else {
         return Ok(Action::await_change());
     };
+    if !state.finalizers().iter().any(|f| f == A::FINALIZER) {
+        // Removed behind the agent's back: its application's reconcile puts it back (a State
+        // that then vanishes is found by the sweep through its programs).
+        if state.meta().deletion_timestamp.is_none() {
+            let r = ObjectRef::<DeserializeGuard<A>>::new(&app_name).within_opt(state.namespace());
+            let _ = ctx.kick.unbounded_send(r);
+        }
+        return Ok(Action::await_change());
+    }
     let ns = state.namespace();
     let app_ref = ObjectRef::<DeserializeGuard<A>>::new(&app_name).within_opt(ns.clone());
     ctx.apps_ready.wait().await;
@@ -619,6 +864,21 @@ async fn reconcile_state<A: AppKind>(
     let key = A::key_of(ns.as_deref(), &app_name);
     let _g = sh.lock(&key).await;
     finalize::<A>(&sh, &state).await?;
+    // Its map users (if it owns maps) move or wait.
+    if let Some(app) = ctx.apps.get(&app_ref) {
+        kick_users(&ctx, ns.as_deref(), &app_uid, app.labels());
+    } else {
+        // Gone: its labels are unknown, so every application here with a map owner looks.
+        for g in ctx.apps.state() {
+            let shares = g.0.as_ref().is_ok_and(|a| {
+                a.cluster_spec()
+                    .is_ok_and(|s| s.map_owner_selector.is_some())
+            });
+            if g.namespace() == ns && shares {
+                let _ = ctx.kick.unbounded_send(ObjectRef::from_obj(g.as_ref()));
+            }
+        }
+    }
     if !app_alive {
         sh.daemon
             .expect(&key, Default::default(), Default::default());
@@ -657,6 +917,95 @@ fn all_trigger(rx: futures::channel::mpsc::UnboundedReceiver<()>) -> impl Stream
     rx
 }
 
+/// How often the sweep looks for programs whose State is gone, besides when a State or an
+/// application is deleted.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Finds programs this agent loaded for States of kind `A` that are not in its watch (the
+/// State was deleted after its finalizer was removed, or its labels were changed) and
+/// settles each: a State that still exists is finalized when it or its application is being
+/// deleted, otherwise its application is reconciled (which puts its labels back); the
+/// programs of a State that no longer exists are unloaded and its application reconciled (it
+/// makes the State again). Only local calls while nothing is orphaned.
+async fn sweep_orphans<A: AppKind>(ctx: &KindCtx<A>) -> Result<(), Error> {
+    ctx.states_ready.wait().await;
+    ctx.apps_ready.wait().await;
+    let sh = &ctx.shared;
+    let mut c = sh.daemon.client().await?;
+    let known = |uid: &str| {
+        ctx.states
+            .state()
+            .iter()
+            .any(|s| s.uid().as_deref() == Some(uid))
+    };
+    let mut orphans: BTreeMap<String, (Option<String>, String, String)> = BTreeMap::new();
+    for r in c.list(None, false, Default::default()).await? {
+        let Some(i) = r.info else { continue };
+        let (Some(uid), Some(sref), Some(app)) = (
+            i.metadata.get(bpfman_k8s::names::METADATA_UUID),
+            i.metadata.get(converge::METADATA_STATE),
+            i.metadata.get(bpfman_k8s::names::METADATA_PROGRAM_NAME),
+        ) else {
+            continue;
+        };
+        let Some((ns, state)) = parse_state_ref::<A>(sref) else {
+            continue;
+        };
+        if !known(uid) {
+            orphans.insert(uid.clone(), (ns, state, app.clone()));
+        }
+    }
+    for (uid, (ns, state_name, app_name)) in orphans {
+        let key = A::key_of(ns.as_deref(), &app_name);
+        let app_ref = ObjectRef::<DeserializeGuard<A>>::new(&app_name).within_opt(ns.clone());
+        let g = sh.lock(&key).await;
+        if known(&uid) {
+            continue;
+        }
+        let api = A::state_api(sh.client.clone(), ns.as_deref());
+        let found = api
+            .get_opt(&state_name)
+            .await?
+            .filter(|s| s.uid().as_deref() == Some(uid.as_str()));
+        match found {
+            Some(s) => {
+                let alive = match controller_owner(&s, A::KIND) {
+                    Some((name, owner_uid)) => A::guard_api(sh.client.clone(), ns.as_deref())
+                        .get_opt(&name)
+                        .await?
+                        .is_some_and(|a| a.uid().as_deref() == Some(owner_uid.as_str())),
+                    None => false,
+                };
+                if s.meta().deletion_timestamp.is_some() || !alive {
+                    tracing::info!(
+                        state = state_name,
+                        "finalizing a State the watch does not see"
+                    );
+                    finalize::<A>(sh, &s).await?;
+                    if s.meta().deletion_timestamp.is_none() {
+                        let _ = api.delete(&state_name, &DeleteParams::default()).await;
+                    }
+                } else {
+                    drop(g);
+                    let _ = ctx.kick.unbounded_send(app_ref);
+                }
+            }
+            None => {
+                tracing::info!(
+                    state = state_name,
+                    "unloading the programs of a State that vanished without finalizing"
+                );
+                converge::teardown(&mut c, &uid)
+                    .await
+                    .map_err(Error::Daemon)?;
+                drop(g);
+                let _ = ctx.kick.unbounded_send(app_ref);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one kind's two controllers until the process ends.
 async fn run_kind<A: AppKind>(
     sh: Arc<Shared>,
@@ -666,7 +1015,24 @@ async fn run_kind<A: AppKind>(
     A::State: Resource<DynamicType = ()>,
 {
     let wc = watcher::Config::default().labels(&format!("{LABEL_HOSTNAME}={}", sh.opts.node));
-    let (states, states_ready, state_stream) = reflected(A::state_api(sh.client.clone(), None), wc);
+    let (kick, kick_rx) = unbounded::<ObjectRef<DeserializeGuard<A>>>();
+    let sweep = Arc::new(tokio::sync::Notify::new());
+    // A State gone from the watch (deleted, or its labels changed): its application looks
+    // again (and makes it again, or puts its labels back), and the sweep looks for programs
+    // whose State vanished without finalizing.
+    let on_state_delete = {
+        let (kick, sweep) = (kick.clone(), sweep.clone());
+        move |s: &A::State| {
+            if let Some((name, _)) = controller_owner(s, A::KIND) {
+                let _ = kick.unbounded_send(
+                    ObjectRef::<DeserializeGuard<A>>::new(&name).within_opt(s.namespace()),
+                );
+            }
+            sweep.notify_one();
+        }
+    };
+    let (states, states_ready, state_stream) =
+        reflected(A::state_api(sh.client.clone(), None), wc, on_state_delete);
     let state_ctl = Controller::for_stream(state_stream, states.clone());
     // An application deleted without a finalizer leaves its States to garbage collection;
     // the agent does not wait for it: a deleted application triggers its States' reconcile.
@@ -684,10 +1050,13 @@ async fn run_kind<A: AppKind>(
                 .collect::<Vec<_>>()
         },
     );
-    let (kick, kick_rx) = unbounded::<ObjectRef<DeserializeGuard<A>>>();
     let (apps, apps_ready, app_stream) = reflected(
         A::guard_api(sh.client.clone(), None),
         watcher::Config::default(),
+        {
+            let sweep = sweep.clone();
+            move |_: &DeserializeGuard<A>| sweep.notify_one()
+        },
     );
     let app_ctl = Controller::for_stream(app_stream, apps.clone());
     let ctx = Arc::new(KindCtx::<A> {
@@ -697,6 +1066,7 @@ async fn run_kind<A: AppKind>(
         states,
         states_ready,
         kick: kick.clone(),
+        sweep: sweep.clone(),
     });
     // Daemon drift names application keys; route them to object references.
     let keyed = keys_rx.filter_map(move |k| {
@@ -716,6 +1086,20 @@ async fn run_kind<A: AppKind>(
                 tracing::warn!(error = %e, "application controller");
             }
         });
+    let sweeper = {
+        let ctx = ctx.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = ctx.sweep.notified() => {}
+                    _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                }
+                if let Err(e) = sweep_orphans(&ctx).await {
+                    tracing::warn!(kind = A::KIND, error = %e, "sweeping programs whose State is gone");
+                }
+            }
+        }
+    };
     let states = state_ctl
         .run(reconcile_state::<A>, error_policy::<A::State, A>, ctx)
         .for_each(|r| async move {
@@ -723,7 +1107,7 @@ async fn run_kind<A: AppKind>(
                 tracing::warn!(error = %e, "State controller");
             }
         });
-    futures::join!(apps, states);
+    futures::join!(apps, states, sweeper);
 }
 
 fn parse_key<A: AppKind>(k: &str) -> Option<ObjectRef<DeserializeGuard<A>>> {
@@ -849,4 +1233,46 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         run_kind::<BpfApplication>(sh.clone(), n_all_rx, n_keys_rx),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_dns_subdomains_and_recognisable() {
+        // Cut where a '.' or '-' would end the prefix: trimmed, never ".-".
+        let app = format!("{}.{}", "a".repeat(243), "b".repeat(9));
+        for n in state_names(&app, "node-1", "uid") {
+            assert!(n.len() <= 253, "{n}");
+            assert!(!n.contains(".-") && !n.contains("--"), "{n}");
+            assert!(agent_shaped(&n, &app), "{n}");
+        }
+        let names = state_names("web", "node-1", "uid");
+        assert_eq!(names.len() as u32, STATE_NAME_ATTEMPTS);
+        assert_eq!(
+            names.iter().collect::<BTreeSet<_>>().len(),
+            names.len(),
+            "{names:?}"
+        );
+        assert_ne!(names[0], state_names("web", "node-2", "uid")[0]);
+        assert!(!agent_shaped("zz-forged-web", "web"));
+        assert!(!agent_shaped("web-0123456z", "web"));
+        assert!(!agent_shaped("web-0123456789", "web"));
+    }
+
+    #[test]
+    fn state_refs_round_trip_per_kind() {
+        let r = state_ref::<BpfApplication>(Some("team-a"), "s-1");
+        assert_eq!(
+            parse_state_ref::<BpfApplication>(&r),
+            Some((Some("team-a".to_string()), "s-1".to_string()))
+        );
+        assert_eq!(parse_state_ref::<ClusterBpfApplication>(&r), None);
+        let r = state_ref::<ClusterBpfApplication>(None, "s-2");
+        assert_eq!(
+            parse_state_ref::<ClusterBpfApplication>(&r),
+            Some((None, "s-2".to_string()))
+        );
+    }
 }

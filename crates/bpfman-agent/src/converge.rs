@@ -30,6 +30,13 @@ use crate::select::Selector;
 /// so a change to any of them reloads.
 pub const METADATA_LOAD_DIGEST: &str = "bpfman.io/loadDigest";
 
+/// Program metadata: which State loaded the program (`<kind key>/[<namespace>/]<name>`), so a
+/// program whose State vanished without finalizing is found and taken down.
+pub const METADATA_STATE: &str = "bpfman.io/agentState";
+
+/// The most a condition message holds (the CRD's limit is 32768 characters).
+pub const MESSAGE_MAX: usize = 32000;
+
 /// The condition reason when a program's links matched nothing on this node.
 pub const REASON_NO_MATCHING_LINKS: &str = "NoMatchingLinks";
 
@@ -42,6 +49,8 @@ pub struct Input<'a> {
     pub spec: Result<ClusterBpfApplicationSpec, String>,
     pub node: &'a NodeView,
     pub state_uid: &'a str,
+    /// The State as program metadata names it (see [`METADATA_STATE`]).
+    pub state_ref: &'a str,
     pub old: Option<&'a ClusterBpfApplicationStateStatus>,
     /// The program id whose maps to share, or why there is none yet.
     pub map_owner: Result<Option<u32>, MapOwnerWait>,
@@ -83,21 +92,73 @@ fn status(
 }
 
 fn cond(c: StateCondition, msg: &str, generation: Option<i64>) -> Condition {
-    c.condition(Some(msg), &now_rfc3339(), generation)
+    c.condition(Some(&bounded(msg)), &now_rfc3339(), generation)
 }
 
-fn failed(input: &Input<'_>, load: AppLoadStatus, msg: String, c: StateCondition) -> Converged {
+/// `msg`, cut to [`MESSAGE_MAX`] characters (saying so) so the status is always written.
+pub fn bounded(msg: &str) -> std::borrow::Cow<'_, str> {
+    match msg.char_indices().nth(MESSAGE_MAX) {
+        None => msg.into(),
+        Some((at, _)) => format!(
+            "{} ... (cut: the message has {} characters; the agent's log has it whole)",
+            &msg[..at],
+            msg.chars().count()
+        )
+        .into(),
+    }
+}
+
+/// A failure: the status says `msg` and, truthfully, what stays loaded (see [`kept`]).
+async fn failed(
+    c: &mut Client,
+    input: &Input<'_>,
+    held: &BTreeMap<u32, bpfman_client::v1_proto::ProgramInfo>,
+    load: AppLoadStatus,
+    msg: String,
+    cnd: StateCondition,
+) -> Converged {
+    let (programs, msg) = match kept(c, input, held).await {
+        Ok(p) => (p, msg),
+        Err(e) => (Vec::new(), format!("{msg}; and {e}")),
+    };
+    let ids: BTreeSet<u32> = programs.iter().filter_map(program_id).collect();
     Converged {
         status: status(
             &input.node.name,
             load,
-            pending_programs(input),
-            cond(c, &msg, input.generation),
+            programs,
+            cond(cnd, &msg, input.generation),
         ),
         retry: Some(RETRY_AFTER_FAILURE),
-        programs: BTreeSet::new(),
+        programs: ids,
         links: BTreeSet::new(),
     }
+}
+
+fn program_id(p: &ClusterProgramState) -> Option<u32> {
+    p.program_id
+}
+
+/// What the State says after a failure that loads nothing new: the programs this State holds
+/// stay (a refused update does not take down what runs) when the old status records exactly
+/// them, so the status keeps describing them; otherwise they are unloaded and every spec
+/// program is listed as pending.
+async fn kept(
+    c: &mut Client,
+    input: &Input<'_>,
+    held: &BTreeMap<u32, bpfman_client::v1_proto::ProgramInfo>,
+) -> Result<Vec<ClusterProgramState>, String> {
+    if held.is_empty() {
+        return Ok(pending_programs(input));
+    }
+    if let Some(old) = input.old {
+        let recorded: BTreeSet<u32> = old.programs.iter().filter_map(program_id).collect();
+        if recorded.len() == old.programs.len() && recorded.iter().eq(held.keys()) {
+            return Ok(old.programs.clone());
+        }
+    }
+    teardown(c, input.state_uid).await?;
+    Ok(pending_programs(input))
 }
 
 /// One entry per spec program, nothing loaded.
@@ -127,11 +188,10 @@ fn fentry_fn(p: &bpfman_k8s::v1alpha1::ClusterProgram) -> Option<&str> {
         .map(|f| f.function.as_str())
 }
 
+type Held = BTreeMap<u32, bpfman_client::v1_proto::ProgramInfo>;
+
 /// The programs of this State in the daemon, by id.
-async fn ours(
-    c: &mut Client,
-    state_uid: &str,
-) -> Result<BTreeMap<u32, bpfman_client::v1_proto::ProgramInfo>, bpfman_client::Error> {
+pub async fn ours(c: &mut Client, state_uid: &str) -> Result<Held, bpfman_client::Error> {
     let list = c
         .list(
             None,
@@ -145,15 +205,102 @@ async fn ours(
         .collect())
 }
 
-/// Unloads every program of this State (the daemon detaches their links first).
+/// This State's programs, after unloading any program an earlier State of the same name
+/// loaded (a State deleted without its finalizer, then made again: without this the
+/// application would run twice).
+async fn held(c: &mut Client, input: &Input<'_>) -> Result<Held, bpfman_client::Error> {
+    let list = c
+        .list(
+            None,
+            false,
+            [(
+                METADATA_PROGRAM_NAME.to_string(),
+                input.app_name.to_string(),
+            )]
+            .into(),
+        )
+        .await?;
+    let mut ours = Held::new();
+    for r in list {
+        let (Some(k), Some(i)) = (r.kernel_info, r.info) else {
+            continue;
+        };
+        if i.metadata.get(METADATA_UUID).map(String::as_str) == Some(input.state_uid) {
+            ours.insert(k.id, i);
+        } else if i.metadata.get(METADATA_STATE).map(String::as_str) == Some(input.state_ref) {
+            tracing::info!(
+                app = input.app_name,
+                program = k.id,
+                "unloading a program of an earlier State of this name (it vanished without finalizing)"
+            );
+            match teardown(
+                c,
+                i.metadata
+                    .get(METADATA_UUID)
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(app = input.app_name, error = %e, "unloading an earlier State's program")
+                }
+            }
+        }
+    }
+    Ok(ours)
+}
+
+/// Unloads every program of this State (the daemon detaches their links first). Programs of
+/// other States sharing their maps (map users, loaded by an agent) are unloaded first: the
+/// daemon keeps a map owner while its maps are in use, and the users' own reconciles load
+/// them again onto the owner's next maps or wait for it.
 pub async fn teardown(c: &mut Client, state_uid: &str) -> Result<(), String> {
+    if state_uid.is_empty() {
+        return Ok(());
+    }
     let progs = ours(c, state_uid).await.map_err(|e| {
         format!(
             "listing this application's programs failed: {}",
             e.message()
         )
     })?;
+    if progs.is_empty() {
+        return Ok(());
+    }
     let mut errs = Vec::new();
+    if progs.values().any(|i| !i.map_used_by.is_empty()) {
+        let users: Vec<u32> = c
+            .list(None, false, Default::default())
+            .await
+            .map_err(|e| {
+                format!(
+                    "listing the programs sharing this application's maps failed: {}",
+                    e.message()
+                )
+            })?
+            .into_iter()
+            .filter_map(|r| Some((r.kernel_info?.id, r.info?)))
+            .filter(|(_, i)| {
+                i.map_owner_id.is_some_and(|o| progs.contains_key(&o))
+                    && i.metadata
+                        .get(METADATA_UUID)
+                        .is_some_and(|u| u != state_uid)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in users {
+            if let Err(e) = c.unload(id).await
+                && !e.is_not_found()
+            {
+                errs.push(format!(
+                    "unloading map user {id} first failed: {}",
+                    e.message()
+                ));
+            }
+        }
+    }
     for id in progs.keys() {
         if let Err(e) = c.unload(*id).await
             && !e.is_not_found()
@@ -310,26 +457,52 @@ fn source(spec: &ClusterBpfApplicationSpec) -> String {
 /// Converges the application on this node.
 pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpfman_client::Error> {
     let node = input.node;
+    let existing = match held(c, &input).await {
+        Ok(h) => h,
+        Err(e) if e.is_transport() => return Err(e),
+        Err(e) => {
+            // Nothing can be known (or loaded) here while the daemon refuses even to list.
+            return Ok(failed(
+                c,
+                &input,
+                &Held::new(),
+                AppLoadStatus::NotLoaded,
+                format!(
+                    "the daemon on node {} refused listing this application's programs: {}",
+                    node.name,
+                    e.message()
+                ),
+                StateCondition::Error,
+            )
+            .await);
+        }
+    };
     let spec = match &input.spec {
         Ok(s) => s,
         Err(e) => {
             return Ok(failed(
+                c,
                 &input,
+                &existing,
                 AppLoadStatus::NotLoaded,
                 e.clone(),
                 StateCondition::Error,
-            ));
+            )
+            .await);
         }
     };
     let selected = match Selector::new(&spec.node_selector) {
         Ok(s) => s.matches(&node.labels),
         Err(e) => {
             return Ok(failed(
+                c,
                 &input,
+                &existing,
                 AppLoadStatus::NotLoaded,
                 format!("nodeSelector: {e}"),
                 StateCondition::Error,
-            ));
+            )
+            .await);
         }
     };
     if !selected {
@@ -352,44 +525,64 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
                 programs: BTreeSet::new(),
                 links: BTreeSet::new(),
             },
-            Err(e) => failed(
-                &input,
-                AppLoadStatus::UnloadError,
-                format!("the node is no longer selected but {e}"),
-                StateCondition::UnloadError,
-            ),
+            Err(e) => {
+                failed(
+                    c,
+                    &input,
+                    &existing,
+                    AppLoadStatus::UnloadError,
+                    format!("the node is no longer selected but {e}"),
+                    StateCondition::UnloadError,
+                )
+                .await
+            }
         });
     }
     let globals = match check(spec) {
         Ok(g) => g,
         Err(e) => {
             return Ok(failed(
+                c,
                 &input,
+                &existing,
                 AppLoadStatus::NotLoaded,
                 e,
                 StateCondition::Error,
-            ));
+            )
+            .await);
         }
     };
     let map_owner = match &input.map_owner {
         Ok(m) => *m,
         Err(MapOwnerWait::Pending(m)) => {
+            // Loaded onto maps whose owner is gone or not loaded here: unloaded, so the owner
+            // can go (or be reloaded); loaded again once it is (its converging kicks this).
+            let msg = match teardown(c, input.state_uid).await {
+                Ok(()) => m.clone(),
+                Err(e) => format!("{m}; and {e}"),
+            };
             let mut f = failed(
+                c,
                 &input,
+                &Held::new(),
                 AppLoadStatus::NotLoaded,
-                m.clone(),
+                msg,
                 StateCondition::Pending,
-            );
+            )
+            .await;
             f.retry = None;
             return Ok(f);
         }
         Err(MapOwnerWait::Error(m)) => {
             return Ok(failed(
+                c,
                 &input,
+                &existing,
                 AppLoadStatus::NotLoaded,
                 m.clone(),
                 StateCondition::Error,
-            ));
+            )
+            .await);
         }
     };
 
@@ -414,7 +607,6 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
         });
         derived_uuid(&[&v.to_string()])
     };
-    let existing = ours(c, input.state_uid).await?;
     let reusable = existing.len() == programs.len()
         && programs
             .iter()
@@ -432,20 +624,6 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
             ids.insert(i.name.clone(), *id);
         }
     } else {
-        if !existing.is_empty() {
-            tracing::info!(
-                app = input.app_name,
-                "the program list, bytecode, global data or map owner changed: reloading"
-            );
-            if let Err(e) = teardown(c, input.state_uid).await {
-                return Ok(failed(
-                    &input,
-                    AppLoadStatus::UnloadError,
-                    format!("the application changed and must be reloaded, but {e}"),
-                    StateCondition::Error,
-                ));
-            }
-        }
         let load = Load {
             programs: programs.clone(),
             global_data: globals.clone(),
@@ -456,6 +634,7 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
                     input.app_name.to_string(),
                 ),
                 (METADATA_LOAD_DIGEST.to_string(), digest.clone()),
+                (METADATA_STATE.to_string(), input.state_ref.to_string()),
             ]
             .into(),
             map_owner_id: map_owner,
@@ -468,24 +647,48 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
                     Ok(a) => a.clone(),
                     Err(e) => {
                         return Ok(failed(
+                            c,
                             &input,
+                            &existing,
                             AppLoadStatus::LoadError,
                             format!("the image pull secret: {e}"),
                             StateCondition::Error,
-                        ));
+                        )
+                        .await);
                     }
                 };
                 load.from_image(&img.url, pull_policy(&img.image_pull_policy), auth)
             }
             (None, None) => {
                 return Ok(failed(
+                    c,
                     &input,
+                    &existing,
                     AppLoadStatus::NotLoaded,
                     "byteCode gives neither path nor image".into(),
                     StateCondition::Error,
-                ));
+                )
+                .await);
             }
         };
+        if !existing.is_empty() {
+            tracing::info!(
+                app = input.app_name,
+                "the program list, bytecode, global data or map owner changed: reloading"
+            );
+            if let Err(e) = teardown(c, input.state_uid).await {
+                let now = ours(c, input.state_uid).await.unwrap_or_default();
+                return Ok(failed(
+                    c,
+                    &input,
+                    &now,
+                    AppLoadStatus::UnloadError,
+                    format!("the application changed and must be reloaded, but {e}"),
+                    StateCondition::Error,
+                )
+                .await);
+            }
+        }
         match c.load(req).await {
             Ok(r) => {
                 for p in r.programs {
@@ -497,7 +700,9 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
             Err(e) if e.is_transport() => return Err(e),
             Err(e) => {
                 return Ok(failed(
+                    c,
                     &input,
+                    &Held::new(),
                     AppLoadStatus::LoadError,
                     format!(
                         "loading {} on node {} failed: {}",
@@ -506,7 +711,8 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
                         e.message()
                     ),
                     StateCondition::Error,
-                ));
+                )
+                .await);
             }
         }
     }
@@ -541,12 +747,29 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
             .get(&(p.name.as_str(), p.type_.as_str()))
             .map(|s| crate::status::recorded(s))
             .unwrap_or_default();
-        let daemon_links: HashMap<u32, Option<String>> = c
-            .list_links(Some(pid))
-            .await?
-            .into_iter()
-            .map(|l| (l.link_id, l.metadata.get(METADATA_UUID).cloned()))
-            .collect();
+        let daemon_links: HashMap<u32, Option<String>> = match c.list_links(Some(pid)).await {
+            Ok(l) => l
+                .into_iter()
+                .map(|l| (l.link_id, l.metadata.get(METADATA_UUID).cloned()))
+                .collect(),
+            Err(e) if e.is_transport() => return Err(e),
+            Err(e) => {
+                problems.push(format!(
+                    "program {}: the daemon refused listing its links: {}",
+                    p.name,
+                    e.message()
+                ));
+                entries.push(crate::status::program_entry(
+                    &p.name,
+                    &p.type_,
+                    fentry_fn(p),
+                    Some(pid).filter(|id| *id <= i32::MAX as u32),
+                    ProgramLinkStatus::Error,
+                    Vec::new(),
+                ));
+                continue;
+            }
+        };
         let mut links: Vec<(Detail, LinkStateCommon)> = Vec::new();
         let mut prog_ok = ex.problems.is_empty();
         // 1. Match each wanted link to what was recorded (or to a link of ours carrying its
@@ -744,6 +967,19 @@ fn loaded_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary_saying_so() {
+        assert_eq!(bounded("short"), "short");
+        let long = "é".repeat(MESSAGE_MAX + 10);
+        let b = bounded(&long);
+        assert!(b.chars().count() < MESSAGE_MAX + 200);
+        assert!(
+            b.contains(&format!("{} characters", MESSAGE_MAX + 10)),
+            "{}",
+            &b[b.len() - 100..]
+        );
+    }
 
     #[test]
     fn derived_uuids_are_stable_and_uuid_shaped() {

@@ -30,6 +30,9 @@ pub struct NodeView {
     /// Where the node's /proc is seen from the agent and the daemon (`/host/proc` in the
     /// DaemonSet, upstream's path; `/proc` for an agent on the host).
     pub proc_dir: String,
+    /// Whether the application is a namespaced one: its network links may then only be
+    /// inside its pods' own network namespaces, never the host's (a hostNetwork pod).
+    pub confined: bool,
 }
 
 /// One running pod on this node, as the API and the container runtime describe it.
@@ -41,6 +44,8 @@ pub struct PodView {
     pub labels: BTreeMap<String, String>,
     /// Containers with their host PIDs (running ones only).
     pub containers: Vec<(String, i32)>,
+    /// `spec.hostNetwork`: the pod's containers run in the host's network namespace.
+    pub host_network: bool,
 }
 
 /// The fields of one link's State entry besides the common ones (uuid, id, status).
@@ -260,6 +265,13 @@ fn network_targets(
                     continue;
                 };
                 let path = format!("{}/{pid}/ns/net", node.proc_dir);
+                if node.confined && (p.host_network || in_host_netns(&node.proc_dir, &path)) {
+                    out.problems.push(format!(
+                        "{what}: pod {}/{} runs in the host's network namespace (hostNetwork): a namespaced BpfApplication may attach only inside its pods' own network namespaces",
+                        p.namespace, p.name
+                    ));
+                    continue;
+                }
                 for i in &ifaces {
                     targets.push((Some(path.clone()), i.clone()));
                 }
@@ -267,6 +279,22 @@ fn network_targets(
             targets
         }
     }
+}
+
+/// Whether `netns` is, or cannot be told apart from, the host's network namespace: that of
+/// PID 1 under `proc_dir` (when it can be read) or the agent's own (it runs in the host's,
+/// like upstream's DaemonSet with hostNetwork). A namespace that cannot be read counts as
+/// the host's.
+fn in_host_netns(proc_dir: &str, netns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let Some(pod) = id(netns) else { return true };
+    [
+        format!("{proc_dir}/1/ns/net"),
+        "/proc/self/ns/net".to_string(),
+    ]
+    .iter()
+    .any(|h| id(h) == Some(pod))
 }
 
 fn priority(p: Option<i32>, what: &str, out: &mut Expanded) -> Option<i32> {
@@ -639,6 +667,7 @@ mod tests {
                     uid: "u1".into(),
                     labels: [("app".to_string(), "web".to_string())].into(),
                     containers: vec![("c".into(), 4242)],
+                    ..Default::default()
                 },
                 PodView {
                     namespace: "b".into(),
@@ -646,6 +675,7 @@ mod tests {
                     uid: "u2".into(),
                     labels: [("app".to_string(), "web".to_string())].into(),
                     containers: vec![("c".into(), 5151), ("side".into(), 5152)],
+                    ..Default::default()
                 },
             ],
             proc_dir: "/host/proc".into(),
@@ -752,6 +782,35 @@ mod tests {
             "{:?}",
             e.unmatched
         );
+    }
+
+    #[test]
+    fn a_namespaced_application_never_gets_the_hosts_network_namespace() {
+        let xdp = program(
+            r#"{"name":"p","type":"XDP","xdp":{"links":[{"interfaceSelector":{"interfaces":["eth0"]},"networkNamespaces":{"namespace":"b","pods":{}}}]}}"#,
+        );
+        // hostNetwork said by the API.
+        let mut n = node();
+        n.confined = true;
+        n.pods[1].host_network = true;
+        let e = expand(&xdp, &n);
+        assert!(e.wants.is_empty());
+        assert!(e.problems[0].contains("hostNetwork"), "{:?}", e.problems);
+        // Not said, but the pod's process is in the host's network namespace (this test's own
+        // process), or its namespace cannot be read: refused too.
+        let mut n = node();
+        n.confined = true;
+        n.proc_dir = "/proc".into();
+        n.pods[1].containers = vec![("c".into(), std::process::id() as i32)];
+        let e = expand(&xdp, &n);
+        assert!(e.wants.is_empty() && e.problems.len() == 1, "{e:?}");
+        n.pods[1].containers = vec![("c".into(), i32::MAX)];
+        let e = expand(&xdp, &n);
+        assert!(e.wants.is_empty() && e.problems.len() == 1, "{e:?}");
+        // A cluster application may (its admin can attach on the host anyway).
+        let mut n = node();
+        n.pods[1].host_network = true;
+        assert_eq!(expand(&xdp, &n).wants.len(), 1);
     }
 
     #[test]

@@ -237,6 +237,11 @@ impl Pods {
                             uid: p.uid().unwrap_or_default(),
                             labels: p.labels().clone().into_iter().collect::<BTreeMap<_, _>>(),
                             containers: cs,
+                            host_network: p
+                                .spec
+                                .as_ref()
+                                .and_then(|s| s.host_network)
+                                .unwrap_or(false),
                         });
                     }
                     Err(e) => {
