@@ -483,7 +483,18 @@ pub fn recorded_ids(s: &Value) -> (Vec<u64>, Vec<u64>) {
         if let Some(id) = p["programId"].as_u64() {
             progs.push(id);
         }
-        for m in ["xdp", "tracepoint"] {
+        for m in [
+            "xdp",
+            "tc",
+            "tcx",
+            "tracepoint",
+            "kprobe",
+            "kretprobe",
+            "uprobe",
+            "uretprobe",
+            "fentry",
+            "fexit",
+        ] {
             for l in p[m]["links"].as_array().into_iter().flatten() {
                 if let Some(id) = l["linkId"].as_u64() {
                     links.push(id);

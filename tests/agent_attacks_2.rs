@@ -1,0 +1,3 @@
+//! The second attack round on the agent (being written).
+
+mod common;
