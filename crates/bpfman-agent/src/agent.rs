@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bpfman_k8s::conditions::{StateCondition, now_rfc3339};
-use bpfman_k8s::names::{LABEL_HOSTNAME, LABEL_OWNED_BY_PROGRAM};
+use bpfman_k8s::names::{LABEL_HOSTNAME, LABEL_OWNED_BY_PROGRAM, METADATA_PROGRAM_NAME};
 use bpfman_k8s::v1alpha1::{
     AppLoadStatus, BpfApplication, ClusterBpfApplication, ClusterBpfApplicationStateStatus,
 };
@@ -262,13 +262,18 @@ pub fn owner_label(app: &str) -> String {
     format!("{}-{suffix}", head.trim_end_matches(['-', '.', '_']))
 }
 
+/// The application owning a State: its controller reference of the kind, else (the flag
+/// cleared behind the agent's back) its first reference of the kind.
 fn controller_owner<S: Resource>(s: &S, kind: &str) -> Option<(String, String)> {
-    s.meta()
-        .owner_references
-        .iter()
-        .flatten()
+    let refs = s.meta().owner_references.as_deref().unwrap_or_default();
+    refs.iter()
         .find(|o| o.kind == kind && o.controller == Some(true))
+        .or_else(|| refs.iter().find(|o| o.kind == kind))
         .map(|o| (o.name.clone(), o.uid.clone()))
+}
+
+fn has_finalizer<S: Resource>(s: &S, f: &str) -> bool {
+    s.meta().finalizers.iter().flatten().any(|x| x == f)
 }
 
 /// This node's States of `app` (its label, this node, its UID as controller owner).
@@ -337,7 +342,18 @@ async fn create_state<A: AppKind>(ctx: &KindCtx<A>, app: &A) -> Result<A::State,
                 let Some(s) = api.get_opt(&name).await? else {
                     continue;
                 };
-                if controller_owner(&s, A::KIND).is_some_and(|(_, u)| u == uid) {
+                let owned = controller_owner(&s, A::KIND).is_some_and(|(_, u)| u == uid)
+                    || holds(sh, &s.uid().unwrap_or_default()).await?;
+                if owned && s.meta().deletion_timestamp.is_some() {
+                    // Being deleted, held by someone else's finalizer: taken down (once) and
+                    // passed over for the next name.
+                    if has_finalizer(&s, A::FINALIZER) {
+                        finalize::<A>(sh, &s).await?;
+                    }
+                    taken.push(name);
+                    continue;
+                }
+                if owned {
                     return repair::<A>(sh, app, s).await;
                 }
                 tracing::warn!(
@@ -363,12 +379,24 @@ async fn repair<A: AppKind>(sh: &Shared, app: &A, s: A::State) -> Result<A::Stat
     let labelled = s.labels().get(LABEL_HOSTNAME) == Some(&sh.opts.node)
         && s.labels().get(LABEL_OWNED_BY_PROGRAM) == Some(&label);
     let finalized = s.finalizers().iter().any(|f| f == A::FINALIZER);
-    if s.meta().deletion_timestamp.is_some() || (labelled && finalized) {
+    let uid = app.uid().unwrap_or_default();
+    let owner = serde_json::json!({
+        "apiVersion": "bpfman.io/v1alpha1",
+        "kind": A::KIND,
+        "name": app.name_any(),
+        "uid": uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    });
+    let owned = s.meta().owner_references.as_deref().is_some_and(|r| {
+        r.len() == 1 && r[0].uid == uid && r[0].kind == A::KIND && r[0].controller == Some(true)
+    });
+    if s.meta().deletion_timestamp.is_some() || (labelled && finalized && owned) {
         return Ok(s);
     }
     tracing::warn!(
         state = s.name_any(),
-        "the State's labels or finalizer were changed: putting them back"
+        "the State's labels, finalizer or owner were changed: putting them back"
     );
     let mut fins = s.finalizers().to_vec();
     if !finalized {
@@ -379,6 +407,7 @@ async fn repair<A: AppKind>(sh: &Shared, app: &A, s: A::State) -> Result<A::Stat
         "metadata": {
             "labels": {LABEL_HOSTNAME: sh.opts.node, LABEL_OWNED_BY_PROGRAM: label},
             "finalizers": fins,
+            "ownerReferences": [owner],
             "resourceVersion": s.resource_version(),
         }
     });
@@ -588,6 +617,16 @@ async fn holds(sh: &Shared, state_uid: &str) -> Result<bool, Error> {
     Ok(!converge::ours(&mut c, state_uid).await?.is_empty())
 }
 
+/// The application named (`bpfman.io/ProgramName`) by the programs this node's daemon holds
+/// for the State with this UID.
+async fn recorded_app(sh: &Shared, state_uid: &str) -> Result<Option<String>, Error> {
+    let mut c = sh.daemon.client().await?;
+    Ok(converge::ours(&mut c, state_uid)
+        .await?
+        .values()
+        .find_map(|i| i.metadata.get(METADATA_PROGRAM_NAME).cloned()))
+}
+
 async fn pull_auth(
     sh: &Shared,
     spec: &bpfman_k8s::v1alpha1::ClusterBpfApplicationSpec,
@@ -646,7 +685,18 @@ async fn reconcile_app<A: AppKind>(
     node.confined = app.scope().is_some();
     let uid = app.uid().unwrap_or_default();
     let names = state_names(&app.name_any(), &sh.opts.node, &uid);
-    let states = owned_states(&ctx, &app);
+    let mut states = owned_states(&ctx, &app);
+    // A State under one of this node's names whose owner or labels were changed is still
+    // the application's when this daemon holds its programs.
+    for s in ctx.states.state() {
+        if s.namespace() == app.namespace()
+            && names.contains(&s.name_any())
+            && !states.iter().any(|o| o.uid() == s.uid())
+            && holds(&sh, &s.uid().unwrap_or_default()).await?
+        {
+            states.push(s);
+        }
+    }
     let (deleting, live): (Vec<_>, Vec<_>) = states
         .into_iter()
         .partition(|s| s.meta().deletion_timestamp.is_some());
@@ -693,7 +743,10 @@ async fn reconcile_app<A: AppKind>(
     }
     let state = match mine {
         Some(i) => repair::<A>(&sh, &app, (*live[i]).clone()).await?,
-        None if deleting.iter().any(|s| names.contains(&s.name_any())) => {
+        None if deleting
+            .iter()
+            .any(|s| names.contains(&s.name_any()) && has_finalizer(s.as_ref(), A::FINALIZER)) =>
+        {
             // The State controller finalizes it; its deletion kicks this application again.
             return Ok(Action::await_change());
         }
@@ -793,6 +846,11 @@ async fn unreadable<A: AppKind>(
     else {
         return Ok(Action::await_change());
     };
+    if m.deletion_timestamp.is_some() {
+        // Being deleted (held by someone else's finalizer): taken down like any other.
+        finalize::<A>(&sh, &state).await?;
+        return Ok(Action::await_change());
+    }
     let state_uid = state.uid().unwrap_or_default();
     let sref = state_ref::<A>(state.namespace().as_deref(), &state.name_any());
     let old = A::state_status(&state);
@@ -857,6 +915,41 @@ async fn reconcile_state<A: AppKind>(
         }
     };
     let deleting = state.meta().deletion_timestamp.is_some();
+    if !deleting && !agent_shaped(&state.name_any(), &app_name) {
+        // Its owner reference names an application its name does not: changed behind the
+        // agent's back. The programs it holds say whose it is.
+        let state_uid = state.uid().unwrap_or_default();
+        if let Some(real) = recorded_app(&sh, &state_uid).await?
+            && real != app_name
+        {
+            let real_ref = ObjectRef::<DeserializeGuard<A>>::new(&real).within_opt(ns.clone());
+            let real_alive = ctx.apps.get(&real_ref).is_some()
+                || A::guard_api(sh.client.clone(), ns.as_deref())
+                    .get_opt(&real)
+                    .await?
+                    .is_some();
+            if real_alive {
+                // Its application adopts it back (and restores the owner reference).
+                let _ = ctx.kick.unbounded_send(real_ref);
+                return Ok(Action::await_change());
+            }
+            tracing::info!(
+                state = state.name_any(),
+                app = real,
+                "the application whose programs this State holds is gone: taking them down"
+            );
+            let key = A::key_of(ns.as_deref(), &real);
+            let _g = sh.lock(&key).await;
+            finalize::<A>(&sh, &state).await?;
+            sh.daemon
+                .expect(&key, Default::default(), Default::default());
+            let api = A::state_api(sh.client.clone(), ns.as_deref());
+            let _ = api
+                .delete(&state.name_any(), &DeleteParams::default())
+                .await;
+            return Ok(Action::await_change());
+        }
+    }
     if app_alive && !deleting {
         let _ = ctx.kick.unbounded_send(app_ref);
         return Ok(Action::await_change());
@@ -956,51 +1049,75 @@ async fn sweep_orphans<A: AppKind>(ctx: &KindCtx<A>) -> Result<(), Error> {
         }
     }
     for (uid, (ns, state_name, app_name)) in orphans {
-        let key = A::key_of(ns.as_deref(), &app_name);
-        let app_ref = ObjectRef::<DeserializeGuard<A>>::new(&app_name).within_opt(ns.clone());
-        let g = sh.lock(&key).await;
-        if known(&uid) {
-            continue;
+        if let Err(e) = settle_orphan(ctx, &mut c, &uid, ns, &state_name, &app_name).await {
+            // One orphan that cannot be settled (a forged name, an API error) stops no other.
+            tracing::warn!(kind = A::KIND, state = state_name, uuid = uid, error = %e, "settling programs whose State is gone");
         }
-        let api = A::state_api(sh.client.clone(), ns.as_deref());
-        let found = api
-            .get_opt(&state_name)
+    }
+    Ok(())
+}
+
+/// One orphan of [`sweep_orphans`]: the programs with `uid` that name State `state_name`.
+async fn settle_orphan<A: AppKind>(
+    ctx: &KindCtx<A>,
+    c: &mut bpfman_client::Client,
+    uid: &str,
+    ns: Option<String>,
+    state_name: &str,
+    app_name: &str,
+) -> Result<(), Error> {
+    let sh = &ctx.shared;
+    let known = |uid: &str| {
+        ctx.states
+            .state()
+            .iter()
+            .any(|s| s.uid().as_deref() == Some(uid))
+    };
+    let key = A::key_of(ns.as_deref(), app_name);
+    let app_ref = ObjectRef::<DeserializeGuard<A>>::new(app_name).within_opt(ns.clone());
+    let g = sh.lock(&key).await;
+    if known(uid) {
+        return Ok(());
+    }
+    let api = A::state_api(sh.client.clone(), ns.as_deref());
+    let found = if state_name.is_empty() {
+        None
+    } else {
+        api.get_opt(state_name)
             .await?
-            .filter(|s| s.uid().as_deref() == Some(uid.as_str()));
-        match found {
-            Some(s) => {
-                let alive = match controller_owner(&s, A::KIND) {
-                    Some((name, owner_uid)) => A::guard_api(sh.client.clone(), ns.as_deref())
-                        .get_opt(&name)
-                        .await?
-                        .is_some_and(|a| a.uid().as_deref() == Some(owner_uid.as_str())),
-                    None => false,
-                };
-                if s.meta().deletion_timestamp.is_some() || !alive {
-                    tracing::info!(
-                        state = state_name,
-                        "finalizing a State the watch does not see"
-                    );
-                    finalize::<A>(sh, &s).await?;
-                    if s.meta().deletion_timestamp.is_none() {
-                        let _ = api.delete(&state_name, &DeleteParams::default()).await;
-                    }
-                } else {
-                    drop(g);
-                    let _ = ctx.kick.unbounded_send(app_ref);
-                }
-            }
-            None => {
+            .filter(|s| s.uid().as_deref() == Some(uid))
+    };
+    match found {
+        Some(s) => {
+            let alive = match controller_owner(&s, A::KIND) {
+                Some((name, owner_uid)) => A::guard_api(sh.client.clone(), ns.as_deref())
+                    .get_opt(&name)
+                    .await?
+                    .is_some_and(|a| a.uid().as_deref() == Some(owner_uid.as_str())),
+                None => false,
+            };
+            if s.meta().deletion_timestamp.is_some() || !alive {
                 tracing::info!(
                     state = state_name,
-                    "unloading the programs of a State that vanished without finalizing"
+                    "finalizing a State the watch does not see"
                 );
-                converge::teardown(&mut c, &uid)
-                    .await
-                    .map_err(Error::Daemon)?;
+                finalize::<A>(sh, &s).await?;
+                if s.meta().deletion_timestamp.is_none() {
+                    let _ = api.delete(state_name, &DeleteParams::default()).await;
+                }
+            } else {
                 drop(g);
                 let _ = ctx.kick.unbounded_send(app_ref);
             }
+        }
+        None => {
+            tracing::info!(
+                state = state_name,
+                "unloading the programs of a State that vanished without finalizing"
+            );
+            converge::teardown(c, uid).await.map_err(Error::Daemon)?;
+            drop(g);
+            let _ = ctx.kick.unbounded_send(app_ref);
         }
     }
     Ok(())
@@ -1042,10 +1159,15 @@ async fn run_kind<A: AppKind>(
         watcher::Config::default(),
         move |app: DeserializeGuard<A>| {
             let uid = app.uid();
+            let (ns, name) = (app.namespace(), app.name_any());
             owned
                 .state()
                 .into_iter()
-                .filter(|s| controller_owner(s.as_ref(), A::KIND).map(|(_, u)| u) == uid)
+                // Its States, and States named for it whose owner reference was changed.
+                .filter(|s| {
+                    controller_owner(s.as_ref(), A::KIND).map(|(_, u)| u) == uid
+                        || (s.namespace() == ns && agent_shaped(&s.name_any(), &name))
+                })
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         },

@@ -570,7 +570,8 @@ pub async fn converge(c: &mut Client, input: Input<'_>) -> Result<Converged, bpf
                 StateCondition::Pending,
             )
             .await;
-            f.retry = None;
+            // Its owner's converging kicks it; the retry covers a kick missed.
+            f.retry = Some(RETRY_AFTER_FAILURE);
             return Ok(f);
         }
         Err(MapOwnerWait::Error(m)) => {

@@ -6,7 +6,7 @@
 //!
 //! Layout: `agent` (the controllers and their triggers), `converge` (one application against
 //! the daemon), `expand` (spec to links, pure), `status` (the State's layout), `kinds` (what
-//! differs between the two kinds), `select` (label selectors), `pods` (the node's pods and the
+//! differs between the two kinds), `select` (label selectors, from bpfman-k8s), `pods` (the node's pods and the
 //! container runtime), `host` (interfaces), `daemon` (the connection and its watch), `secret`
 //! (pull secrets).
 
@@ -18,7 +18,9 @@ pub mod host;
 pub mod kinds;
 pub mod pods;
 pub mod secret;
-pub mod select;
 pub mod status;
+
+/// Label selectors (shared with the operator).
+pub use bpfman_k8s::select;
 
 pub use agent::{Options, run};
