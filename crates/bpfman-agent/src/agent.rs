@@ -111,6 +111,7 @@ impl Shared {
             internal_ips,
             interfaces: crate::host::interfaces(),
             pods: self.pods.views(),
+            pods_error: self.pods.error(),
             proc_dir: self.opts.proc_dir.clone(),
             confined: false,
         })

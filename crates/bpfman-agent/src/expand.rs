@@ -27,6 +27,9 @@ pub struct NodeView {
     pub interfaces: Vec<(String, Vec<IpAddr>)>,
     /// Running pods on this node whose sandboxes the container runtime reported.
     pub pods: Vec<PodView>,
+    /// Why this node's pods are not known (the pod watch failing: no permission, no API
+    /// server); a selector of pods then fails saying so rather than matching nothing.
+    pub pods_error: Option<String>,
     /// Where the node's /proc is seen from the agent and the daemon (`/host/proc` in the
     /// DaemonSet, upstream's path; `/proc` for an agent on the host).
     pub proc_dir: String,
@@ -243,6 +246,12 @@ fn network_targets(
                     return Vec::new();
                 }
             };
+            if let Some(e) = &node.pods_error {
+                out.problems.push(format!(
+                    "{what}: networkNamespaces: this node's pods are not known: {e}"
+                ));
+                return Vec::new();
+            }
             let chosen = selected_pods(node, ns.namespace.as_deref(), &pods);
             if chosen.is_empty() {
                 out.unmatched.push(format!(
@@ -368,6 +377,12 @@ fn container_pids(
             return Vec::new();
         }
     };
+    if let Some(e) = &node.pods_error {
+        out.problems.push(format!(
+            "{what}: containers: this node's pods are not known: {e}"
+        ));
+        return Vec::new();
+    }
     let names = sel.container_names.clone().unwrap_or_default();
     let mut pids = Vec::new();
     for p in selected_pods(node, sel.namespace.as_deref(), &pods) {
@@ -660,6 +675,7 @@ mod tests {
                 ("veth2".into(), vec![]),
                 ("cni0".into(), vec![]),
             ],
+            pods_error: None,
             pods: vec![
                 PodView {
                     namespace: "a".into(),

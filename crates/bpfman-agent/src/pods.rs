@@ -47,6 +47,8 @@ pub struct Pods {
     client: Client,
     node: String,
     views: Mutex<Vec<PodView>>,
+    /// Why the pods are not known (see [`Pods::error`]).
+    error: Mutex<Option<String>>,
     pids: Mutex<HashMap<String, i32>>,
     runtime: tokio::sync::Mutex<Option<RuntimeServiceClient<Channel>>>,
 }
@@ -80,6 +82,7 @@ impl Pods {
             client,
             node: opts.node.clone(),
             views: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
             pids: Mutex::new(HashMap::new()),
             runtime: tokio::sync::Mutex::new(None),
         }
@@ -88,6 +91,17 @@ impl Pods {
     /// The running pods with their running containers, as last resolved.
     pub fn views(&self) -> Vec<PodView> {
         self.views.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the pods are not known: the watch's last attempt failed (with what the API server
+    /// said, e.g. a missing `list pods` permission). Until the first listing the pods are
+    /// simply none yet, and the listing wakes every application.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
 
     /// The container runtime: `CONTAINER_RUNTIME_ENDPOINT`, else the first socket of upstream's
@@ -216,10 +230,34 @@ impl Pods {
         .reflect(writer);
         let mut stream = std::pin::pin!(stream);
         let mut warned = false;
+        let mut listed = false;
         while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "watching pods");
-                continue;
+            match &ev {
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching pods");
+                    // Never listed: the pods are unknown, and selectors say so. Once listed,
+                    // what was last seen stands through a failing watch (an API server
+                    // restart must not take links down).
+                    if !listed {
+                        let first = self.error().is_none();
+                        self.set_error(Some(format!(
+                            "listing pods on node {}: {e} (refused: the agent's service account needs list and watch on pods)",
+                            self.node
+                        )));
+                        if first {
+                            let _ = tx.try_send(());
+                        }
+                    }
+                    continue;
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Ok(_) => {}
+            }
+            // Listed (or a change after that): the pods are known from here.
+            listed = true;
+            let cleared = self.error().is_some();
+            if cleared {
+                self.set_error(None);
             }
             let mut views = Vec::new();
             let mut live_ids = Vec::new();
@@ -268,7 +306,7 @@ impl Pods {
                 *g = views;
                 !same
             };
-            if changed && tx.send(()).await.is_err() {
+            if (changed || cleared) && tx.send(()).await.is_err() {
                 return;
             }
         }

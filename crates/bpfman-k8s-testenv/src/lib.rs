@@ -390,6 +390,9 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--allow-privileged=true".into(),
             "--authorization-mode=Node,RBAC".into(),
+            // As on OpenShift: setting blockOwnerDeletion on an owner reference needs update
+            // on the owner's finalizers, so the RBAC in deploy/ is proven with it on.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             format!("--service-account-issuer=https://127.0.0.1:{}", self.port),
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),

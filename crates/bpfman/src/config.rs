@@ -29,6 +29,43 @@ pub struct Config {
     /// The Prometheus endpoint (see docs/metrics.md); off unless an address is given.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Upstream's `[signing]`, accepted so its configuration (and the Kubernetes Config's
+    /// default) starts this daemon unchanged: it sets `[images.signatures]` where that
+    /// section does not set the same key.
+    #[serde(default)]
+    pub signing: Option<UpstreamSigning>,
+    /// Upstream's `[database]` (sled's open retries), accepted and unused: the store here is
+    /// SQLite, opened once at start.
+    #[serde(default)]
+    pub database: Option<UpstreamDatabase>,
+}
+
+/// Upstream's `[signing]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSigning {
+    pub allow_unsigned: Option<bool>,
+    pub verify_enabled: Option<bool>,
+}
+
+/// Upstream's `[database]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDatabase {
+    pub max_retries: Option<u32>,
+    pub millisec_delay: Option<u64>,
+}
+
+/// Which keys of `[images.signatures]` the text sets itself.
+#[derive(Deserialize, Default)]
+struct SignatureKeys {
+    #[serde(default)]
+    images: Option<ImagesKeys>,
+}
+#[derive(Deserialize, Default)]
+struct ImagesKeys {
+    #[serde(default)]
+    signatures: Option<toml::Table>,
 }
 
 /// `[metrics]`.
@@ -314,7 +351,7 @@ pub struct InterfaceConfig {
 impl Config {
     /// Parses a config file's text; errors name the line.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let c: Config = toml::from_str(text).map_err(|e| {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
             let pos = e
                 .span()
                 .map(|s| {
@@ -324,6 +361,23 @@ impl Config {
                 .unwrap_or_default();
             Error::invalid(format!("config {origin}{pos}: {}", e.message()))
         })?;
+        if let Some(sg) = c.signing.clone() {
+            let own = toml::from_str::<SignatureKeys>(text)
+                .ok()
+                .and_then(|k| k.images)
+                .and_then(|i| i.signatures)
+                .unwrap_or_default();
+            if let Some(v) = sg.verify_enabled
+                && !own.contains_key("verify")
+            {
+                c.images.signatures.verify = v;
+            }
+            if let Some(v) = sg.allow_unsigned
+                && !own.contains_key("allow_unsigned")
+            {
+                c.images.signatures.allow_unsigned = v;
+            }
+        }
         c.metrics
             .listen_addr()
             .map_err(|e| Error::invalid(format!("config {origin}: {}", e.message())))?;
@@ -452,6 +506,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstreams_default_configuration_starts_this_daemon() {
+        // internal.DefaultConfiguration of upstream's operator.
+        let text = "[database]\nmax_retries = 30\nmillisec_delay = 10000\n\n[signing]\nallow_unsigned = false\nverify_enabled = false\n";
+        let c = Config::parse(text, "t").map_err(|e| e.to_string());
+        let c = c.as_ref().map(|c| {
+            (
+                c.images.signatures.verify,
+                c.images.signatures.allow_unsigned,
+            )
+        });
+        assert_eq!(c, Ok((false, false)));
+        // Where both say, [images.signatures] wins.
+        let text = "[signing]\nverify_enabled = false\n[images.signatures]\nverify = true\n";
+        let c = Config::parse(text, "t").map(|c| c.images.signatures.verify);
+        assert_eq!(c.ok(), Some(true));
+        // Typos there are still refused.
+        assert!(Config::parse("[signing]\nverify = true\n", "t").is_err());
+    }
 
     #[test]
     fn parses_and_rejects_typos_with_line() {
