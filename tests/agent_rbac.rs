@@ -36,23 +36,12 @@ fn apply_json(p: &ControlPlane, v: &Value) {
 /// The agent's service-account kubeconfig, its roles from deploy/ applied.
 fn agent_account(p: &ControlPlane) -> PathBuf {
     let d = repo().join("deploy/kubernetes");
-    for f in ["namespace.yaml", "rbac/agent.yaml"] {
-        p.kubectl_ok(
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                &d.join(f).display().to_string(),
-            ],
-            None,
-        );
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(p.service_account_kubeconfig("bpfman", "bpfman-daemon"))
-        .expect("the agent's service-account kubeconfig")
+    p.deployed_account(
+        &[d.join("namespace.yaml"), d.join("rbac/agent.yaml")],
+        "bpfman",
+        "bpfman-daemon",
+    )
+    .expect("the agent's service-account kubeconfig")
 }
 
 fn cluster_state(p: &ControlPlane, app: &str, node: &str) -> Value {

@@ -22,26 +22,16 @@ fn operator_bin() -> PathBuf {
 
 fn accounts(p: &ControlPlane) -> (PathBuf, PathBuf) {
     let d = repo().join("deploy/kubernetes");
-    for f in ["namespace.yaml", "rbac/agent.yaml", "rbac/operator.yaml"] {
-        p.kubectl_ok(
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                &d.join(f).display().to_string(),
-            ],
-            None,
-        );
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let agent = rt
-        .block_on(p.service_account_kubeconfig("bpfman", "bpfman-daemon"))
+    let files = [
+        d.join("namespace.yaml"),
+        d.join("rbac/agent.yaml"),
+        d.join("rbac/operator.yaml"),
+    ];
+    let agent = p
+        .deployed_account(&files, "bpfman", "bpfman-daemon")
         .expect("agent kubeconfig");
-    let op = rt
-        .block_on(p.service_account_kubeconfig("bpfman", "bpfman-operator"))
+    let op = p
+        .deployed_account(&files, "bpfman", "bpfman-operator")
         .expect("operator kubeconfig");
     (agent, op)
 }

@@ -668,6 +668,32 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// Applies `files` with server-side apply (a deployment's namespace, service accounts and
+    /// roles) and returns a kubeconfig for service account `namespace/name` holding a
+    /// TokenRequest token: exactly what a component deployed with those files may do. Call it
+    /// outside an async runtime.
+    pub fn deployed_account(
+        &self,
+        files: &[PathBuf],
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf> {
+        for f in files {
+            let out = self.kubectl(&["apply", "--server-side", "-f", &f.display().to_string()])?;
+            if !out.status.success() {
+                bail!(
+                    "kubectl apply --server-side -f {}: {}",
+                    f.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(self.service_account_kubeconfig(namespace, name))
+    }
+
     /// A client for service account `namespace/name`.
     pub async fn service_account(&self, namespace: &str, name: &str) -> Result<Client> {
         let path = self.service_account_kubeconfig(namespace, name).await?;

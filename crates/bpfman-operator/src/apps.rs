@@ -170,28 +170,11 @@ async fn reconcile<A: AppKind>(
     let name = app.name_any();
     let api = A::api(ctx.client.clone(), ns.as_deref());
     let deleting = app.meta().deletion_timestamp.is_some();
-    let fins = app.finalizers().to_vec();
-    let has_fin = fins.iter().any(|f| f == FINALIZER_OPERATOR);
+    let has_fin = app.finalizers().iter().any(|f| f == FINALIZER_OPERATOR);
     if !deleting && !has_fin {
         // Upstream's finalizer: the application stays until every node has let go of it,
         // so its final condition can say which node could not.
-        let patch = if app.meta().finalizers.is_none() {
-            serde_json::json!([
-                {"op": "test", "path": "/metadata/uid", "value": app.uid()},
-                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER_OPERATOR]},
-            ])
-        } else {
-            serde_json::json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": fins},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER_OPERATOR},
-            ])
-        };
-        api.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
-        )
-        .await?;
+        crate::finalizer::add(&api, app, FINALIZER_OPERATOR).await?;
         return Ok(Action::await_change());
     }
     let uid = app.uid().unwrap_or_default();
@@ -216,9 +199,16 @@ async fn reconcile<A: AppKind>(
         .map(|s| StateView {
             name: s.name_any(),
             node: s.labels().get(LABEL_HOSTNAME).cloned().unwrap_or_default(),
-            condition: A::state_conditions(s)
-                .first()
-                .map(|c| (c.type_.clone(), c.message.clone(), c.observed_generation)),
+            // A condition whose status is not True does not hold: "Success" with status False
+            // is not converged (it reads as its type and status, neither success nor failure).
+            condition: A::state_conditions(s).first().map(|c| {
+                let t = if c.status == "True" {
+                    c.type_.clone()
+                } else {
+                    format!("{}={}", c.type_, c.status)
+                };
+                (t, c.message.clone(), c.observed_generation)
+            }),
             agent_finalizer: s.finalizers().iter().any(|f| f == A::AGENT_FINALIZER),
         })
         .collect();
@@ -229,24 +219,11 @@ async fn reconcile<A: AppKind>(
     let mut rolled = rollup(&view, &nodes, &states);
     if let Err(e) = &selector {
         rolled.condition = AppCondition::Error;
-        rolled.message = format!("The nodeSelector is invalid: {e}; fix it");
+        rolled.message = crate::rollup::bound(format!("The nodeSelector is invalid: {e}; fix it"));
     }
     if rolled.release {
         if has_fin {
-            let i = fins
-                .iter()
-                .position(|f| f == FINALIZER_OPERATOR)
-                .unwrap_or(0);
-            let patch = serde_json::json!([
-                {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER_OPERATOR},
-                {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
-            ]);
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
-            )
-            .await?;
+            crate::finalizer::remove(&api, app, FINALIZER_OPERATOR).await?;
             tracing::info!(
                 kind = A::KIND,
                 app = name,
@@ -289,12 +266,8 @@ async fn reconcile<A: AppKind>(
                 EventType::Normal
             },
             reason: rolled.condition.type_().to_string(),
-            note: Some(
-                crate::rollup::bound(rolled.message.clone())
-                    .chars()
-                    .take(1000)
-                    .collect(),
-            ),
+            // The API server takes at most 1024 bytes of note.
+            note: Some(crate::rollup::cut(rolled.message.clone(), 1024)),
             action: "Rollup".to_string(),
             secondary: None,
         };
@@ -303,6 +276,17 @@ async fn reconcile<A: AppKind>(
         }
     }
     Ok(Action::await_change())
+}
+
+/// [`reconcile`], with an application deleted meanwhile (its patch answered 404) done.
+async fn reconcile_gone_ok<A: AppKind>(
+    guard: Arc<DeserializeGuard<A>>,
+    ctx: Arc<Ctx<A>>,
+) -> Result<Action, Error> {
+    match reconcile(guard, ctx).await {
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => Ok(Action::await_change()),
+        r => r,
+    }
 }
 
 fn error_policy<A: AppKind>(_: Arc<DeserializeGuard<A>>, e: &Error, _: Arc<Ctx<A>>) -> Action {
@@ -339,7 +323,7 @@ pub async fn run_kind<A: AppKind>(
             })
         })
         .reconcile_all_on(nodes_changed)
-        .run(reconcile::<A>, error_policy::<A>, ctx)
+        .run(reconcile_gone_ok::<A>, error_policy::<A>, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "application controller");

@@ -38,13 +38,24 @@ pub const DAEMONSET: &str = "bpfman-daemon";
 pub const CONFIGMAP: &str = "bpfman-config";
 /// The CSI driver's name.
 pub const CSI_DRIVER: &str = "csi.bpfman.io";
-/// Pod-template annotations carrying the configuration (upstream's keys): a change rolls the pods.
+/// Pod-template annotations carrying the configuration (upstream's keys): a change rolls the
+/// pods. The configuration itself is in the ConfigMap; the annotation carries its digest
+/// (`sha256:HEX`), since an annotation holds at most 256 KiB and upstream's whole-text value
+/// makes a large configuration undeployable.
 pub const ANNOTATION_TOML: &str = "bpfman.io.bpfman.toml";
 pub const ANNOTATION_LOG: &str = "bpfman.io.bpfman.log.level";
 pub const ANNOTATION_AGENT_LOG: &str = "bpfman.io.bpfman.agent.log.level";
 
 /// Upstream's default `bpfman.toml` (`internal.DefaultConfiguration`), in this daemon's terms.
 pub const DEFAULT_CONFIGURATION: &str = "[database]\nmax_retries = 30\nmillisec_delay = 10000\n\n[signing]\nallow_unsigned = true\nverify_enabled = true\n";
+
+/// What the pod template's `bpfman.io.bpfman.toml` annotation holds for `configuration`.
+pub fn config_digest(configuration: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(configuration.as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
 
 /// The Config the operator creates at start when there is none.
 pub fn default_config(daemon_image: &str, agent_image: &str) -> Config {
@@ -269,7 +280,7 @@ fn daemonset(c: &Config, ns: &str, log: &str, agent_log: &str, owner: Value) -> 
                 "metadata": {
                     "labels": labels,
                     "annotations": {
-                        ANNOTATION_TOML: spec.configuration,
+                        ANNOTATION_TOML: config_digest(&spec.configuration),
                         ANNOTATION_LOG: log,
                         ANNOTATION_AGENT_LOG: agent_log,
                     },
@@ -354,6 +365,66 @@ async fn apply(client: &Client, m: &Managed) -> Result<(), Error> {
     })
 }
 
+/// Deletes what this Config owns under the managed names in namespaces it no longer deploys
+/// to (its namespace was changed): otherwise two DaemonSets would run two daemons per node.
+async fn remove_moved(
+    client: &Client,
+    c: &Config,
+    ns: &str,
+    overrides: &[ComponentOverride],
+) -> Result<(), Error> {
+    let uid = c.uid().unwrap_or_default();
+    let owned =
+        |refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.into_iter()
+                .flatten()
+                .any(|o| o.kind == "Config" && o.uid == uid && o.controller == Some(true))
+        };
+    let unmanaged = |api_version: &'static str, kind: &'static str, other: &str, name: &str| {
+        Managed {
+            api_version,
+            kind,
+            namespace: Some(other.to_string()),
+            name: name.to_string(),
+            body: Value::Null,
+        }
+        .unmanaged(overrides)
+    };
+    let lp = kube::api::ListParams::default().fields(&format!("metadata.name={DAEMONSET}"));
+    for d in Api::<DaemonSet>::all(client.clone()).list(&lp).await?.items {
+        let other = d.namespace().unwrap_or_default();
+        if other != ns
+            && owned(d.metadata.owner_references.as_ref())
+            && !unmanaged("apps/v1", "DaemonSet", &other, DAEMONSET)
+        {
+            tracing::info!(
+                namespace = other,
+                "the Config moved: deleting its DaemonSet left there"
+            );
+            Api::<DaemonSet>::namespaced(client.clone(), &other)
+                .delete(DAEMONSET, &Default::default())
+                .await?;
+        }
+    }
+    let lp = kube::api::ListParams::default().fields(&format!("metadata.name={CONFIGMAP}"));
+    for m in Api::<ConfigMap>::all(client.clone()).list(&lp).await?.items {
+        let other = m.namespace().unwrap_or_default();
+        if other != ns
+            && owned(m.metadata.owner_references.as_ref())
+            && !unmanaged("v1", "ConfigMap", &other, CONFIGMAP)
+        {
+            tracing::info!(
+                namespace = other,
+                "the Config moved: deleting its ConfigMap left there"
+            );
+            Api::<ConfigMap>::namespaced(client.clone(), &other)
+                .delete(CONFIGMAP, &Default::default())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 async fn reconcile(c: Arc<Config>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if c.name_any() != CONFIG_NAME {
         tracing::warn!(
@@ -363,53 +434,62 @@ async fn reconcile(c: Arc<Config>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let api: Api<Config> = Api::all(ctx.client.clone());
-    let fins = c.finalizers().to_vec();
-    let has_fin = fins.iter().any(|f| f == FINALIZER_CONFIG);
+    let has_fin = c.finalizers().iter().any(|f| f == FINALIZER_CONFIG);
     if c.meta().deletion_timestamp.is_some() {
-        if let Some(i) = fins.iter().position(|f| f == FINALIZER_CONFIG) {
-            let patch = json!([
-                {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER_CONFIG},
-                {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
-            ]);
-            api.patch(
-                CONFIG_NAME,
-                &PatchParams::default(),
-                &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
-            )
-            .await?;
-        }
+        crate::finalizer::remove(&api, c.as_ref(), FINALIZER_CONFIG).await?;
         return Ok(Action::await_change());
     }
     if !has_fin {
-        let patch = if c.meta().finalizers.is_none() {
-            json!([{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER_CONFIG]}])
-        } else {
-            json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": fins},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER_CONFIG},
-            ])
-        };
-        api.patch(
-            CONFIG_NAME,
-            &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
-        )
-        .await?;
+        crate::finalizer::add(&api, c.as_ref(), FINALIZER_CONFIG).await?;
         return Ok(Action::await_change());
     }
     let overrides = c.spec.overrides.clone().unwrap_or_default();
-    for m in render(&c) {
-        if m.unmanaged(&overrides) {
-            tracing::debug!(
-                kind = m.kind,
-                name = m.name,
-                "unmanaged by an override: left alone"
-            );
-            continue;
+    let ns = namespace_of(&c.spec);
+    let r = async {
+        for m in render(&c) {
+            if m.unmanaged(&overrides) {
+                tracing::debug!(
+                    kind = m.kind,
+                    name = m.name,
+                    "unmanaged by an override: left alone"
+                );
+                continue;
+            }
+            apply(&ctx.client, &m).await?;
         }
-        apply(&ctx.client, &m).await?;
+        remove_moved(&ctx.client, &c, &ns, &overrides).await
     }
-    Ok(Action::await_change())
+    .await;
+    let (t, msg) = match &r {
+        Ok(()) => (
+            "Success",
+            format!(
+                "Deployed to namespace {ns}: ConfigMap {CONFIGMAP}, DaemonSet {DAEMONSET}, CSIDriver {CSI_DRIVER} (unmanaged overrides left alone)"
+            ),
+        ),
+        Err(e) => (
+            "Error",
+            crate::rollup::bound(format!("{e}; fix the Config")),
+        ),
+    };
+    let old = c.status.as_ref().and_then(|s| s.conditions.first());
+    if old.is_none_or(|o| o.type_ != t || o.message != msg) {
+        let cond = bpfman_k8s::conditions::Condition {
+            type_: t.to_string(),
+            status: "True".to_string(),
+            reason: t.to_string(),
+            message: msg,
+            last_transition_time: bpfman_k8s::conditions::now_rfc3339(),
+            observed_generation: c.meta().generation,
+        };
+        api.patch_status(
+            CONFIG_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [cond]}})),
+        )
+        .await?;
+    }
+    r.map(|()| Action::await_change())
 }
 
 fn error_policy(_: Arc<Config>, e: &Error, _: Arc<Ctx>) -> Action {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
@@ -40,16 +40,35 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-fn expired(spec: &LeaseSpec, at: Timestamp) -> bool {
-    let Some(renewed) = &spec.renew_time else {
-        return true;
-    };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renewed.0 + SignedDuration::from_secs(secs) < at
+/// What this replica last saw of another holder's Lease: its resourceVersion and when it was
+/// first seen so. A Lease expires when it has not changed for its duration *as this replica
+/// measures it* (client-go's rule): a renewTime in the future (clock skew, a hand edit) or in
+/// the past says nothing.
+#[derive(Default)]
+pub struct Observed(Option<(String, std::time::Instant)>);
+
+impl Observed {
+    fn expired(&mut self, lease: &Lease) -> bool {
+        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        let secs = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .unwrap_or(15)
+            .max(1);
+        let dur = Duration::from_secs(u64::try_from(secs).unwrap_or(15));
+        match &self.0 {
+            Some((seen, at)) if *seen == rv => at.elapsed() >= dur,
+            _ => {
+                self.0 = Some((rv, std::time::Instant::now()));
+                false
+            }
+        }
+    }
 }
 
 /// One attempt: `Ok(true)` when this replica holds the Lease afterwards.
-async fn try_take(api: &Api<Lease>, o: &Options) -> Result<bool, kube::Error> {
+async fn try_take(api: &Api<Lease>, o: &Options, seen: &mut Observed) -> Result<bool, kube::Error> {
     let secs = i32::try_from(o.duration.as_secs()).unwrap_or(15).max(1);
     match api.get_opt(&o.name).await? {
         None => {
@@ -78,7 +97,7 @@ async fn try_take(api: &Api<Lease>, o: &Options) -> Result<bool, kube::Error> {
             let spec = lease.spec.clone().unwrap_or_default();
             let mine = spec.holder_identity.as_deref() == Some(o.identity.as_str());
             let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-            if !mine && !free && !expired(&spec, Timestamp::now()) {
+            if !mine && !free && !seen.expired(&lease) {
                 return Ok(false);
             }
             let mut next = spec.clone();
@@ -103,8 +122,9 @@ async fn try_take(api: &Api<Lease>, o: &Options) -> Result<bool, kube::Error> {
 pub async fn acquire(client: Client, opts: Options) -> Held {
     let api: Api<Lease> = Api::namespaced(client, &opts.namespace);
     let mut said = false;
+    let mut seen = Observed::default();
     loop {
-        match try_take(&api, &opts).await {
+        match try_take(&api, &opts, &mut seen).await {
             Ok(true) => {
                 tracing::info!(lease = opts.name, identity = opts.identity, "leading");
                 return Held { api, opts };
@@ -125,9 +145,10 @@ impl Held {
     /// replica holds it), then returns: the caller must stop leading.
     pub async fn keep(&self) {
         let mut last_ok = tokio::time::Instant::now();
+        let mut seen = Observed::default();
         loop {
             tokio::time::sleep(self.opts.retry).await;
-            match try_take(&self.api, &self.opts).await {
+            match try_take(&self.api, &self.opts, &mut seen).await {
                 Ok(true) => last_ok = tokio::time::Instant::now(),
                 Ok(false) => {
                     tracing::error!(lease = self.opts.name, "another replica took the Lease");
@@ -170,17 +191,32 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     #[test]
-    fn a_lease_expires_after_its_duration_from_the_last_renewal() {
-        let t = Timestamp::now();
-        let spec = |ago: i64, dur: i32| LeaseSpec {
-            renew_time: Some(MicroTime(t - SignedDuration::from_secs(ago))),
-            lease_duration_seconds: Some(dur),
-            ..Default::default()
+    fn a_lease_expires_when_unchanged_for_its_duration_whatever_its_renew_time() {
+        let lease = |rv: &str, renewed_in: i64| Lease {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("ghost".into()),
+                // An hour in the future: says nothing.
+                renew_time: Some(MicroTime(
+                    Timestamp::now() + SignedDuration::from_secs(renewed_in),
+                )),
+                lease_duration_seconds: Some(1),
+                ..Default::default()
+            }),
         };
-        assert!(!expired(&spec(5, 15), t));
-        assert!(expired(&spec(16, 15), t));
-        assert!(expired(&LeaseSpec::default(), t), "never renewed");
+        let mut seen = Observed::default();
+        assert!(!seen.expired(&lease("1", 3600)), "first sight");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(
+            seen.expired(&lease("1", 3600)),
+            "unchanged for its duration"
+        );
+        assert!(!seen.expired(&lease("2", 3600)), "renewed: seen anew");
     }
 }

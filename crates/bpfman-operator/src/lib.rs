@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod finalizer;
 pub mod lease;
 pub mod rollup;
 

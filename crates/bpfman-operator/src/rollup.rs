@@ -92,25 +92,24 @@ pub fn rollup(app: &AppView, nodes: &[NodeView], states: &[StateView]) -> Rolled
             ));
             continue;
         }
-        match &s.condition {
-            None => pending.push(format!("{}: State {} has no condition yet", n.name, s.name)),
-            Some((t, m, g)) => {
-                let current = app.generation.is_none() || *g == app.generation;
-                if is_failure(t) {
-                    failed.push(format!("{}: {t}: {m} (State {})", n.name, s.name));
-                } else if t == StateCondition::Success.type_() && current {
-                } else if t == StateCondition::Success.type_() {
-                    pending.push(format!(
-                        "{}: State {} describes generation {} (current {})",
-                        n.name,
-                        s.name,
-                        show(*g),
-                        show(app.generation)
-                    ));
-                } else {
-                    pending.push(format!("{}: {t}: {m}", n.name));
-                }
+        // Every State claiming this node counts, and the worst wins: another State for the
+        // same node saying Success never hides one saying Error.
+        let mut worst: Option<(u8, String)> = None;
+        for s in &mine {
+            let v = verdict(app, &n.name, s);
+            if worst.as_ref().is_none_or(|(r, _)| v.0 > *r) {
+                worst = Some(v);
             }
+        }
+        let dup = if mine.len() > 1 {
+            format!(" ({} States claim this node)", mine.len())
+        } else {
+            String::new()
+        };
+        match worst {
+            Some((2, m)) => failed.push(format!("{m}{dup}")),
+            Some((1, m)) => pending.push(format!("{m}{dup}")),
+            _ => {}
         }
     }
     // States on nodes the application no longer selects still reporting failure: their
@@ -223,6 +222,33 @@ fn deleting(node_of: &BTreeMap<&str, &NodeView>, states: &[StateView]) -> Rolled
     )
 }
 
+/// One State's verdict for its node: 0 converged, 1 pending, 2 failed, with what to say.
+fn verdict(app: &AppView, node: &str, s: &StateView) -> (u8, String) {
+    match &s.condition {
+        None => (1, format!("{node}: State {} has no condition yet", s.name)),
+        Some((t, m, g)) => {
+            let current = app.generation.is_none() || *g == app.generation;
+            if is_failure(t) {
+                (2, format!("{node}: {t}: {m} (State {})", s.name))
+            } else if t == StateCondition::Success.type_() && current {
+                (0, String::new())
+            } else if t == StateCondition::Success.type_() {
+                (
+                    1,
+                    format!(
+                        "{node}: State {} describes generation {} (current {})",
+                        s.name,
+                        show(*g),
+                        show(app.generation)
+                    ),
+                )
+            } else {
+                (1, format!("{node}: {t}: {m}"))
+            }
+        }
+    }
+}
+
 fn is_failure(t: &str) -> bool {
     [
         StateCondition::Error,
@@ -247,10 +273,15 @@ fn rolled(condition: AppCondition, message: String, release: bool) -> Rolled {
 
 /// `m` cut at [`MESSAGE_MAX`] bytes on a character boundary, saying how much was cut.
 pub fn bound(m: String) -> String {
-    if m.len() <= MESSAGE_MAX {
+    cut(m, MESSAGE_MAX)
+}
+
+/// `m` cut to at most `max` bytes (max > 40) on a character boundary, saying how much was cut.
+pub fn cut(m: String, max: usize) -> String {
+    if m.len() <= max {
         return m;
     }
-    let mut end = MESSAGE_MAX - 40;
+    let mut end = max - 40;
     while !m.is_char_boundary(end) {
         end -= 1;
     }
@@ -385,6 +416,26 @@ mod tests {
         );
         let r = rollup(&LIVE, &nodes, &[state("a", Some("Success"), 2, true)]);
         assert!(r.message.contains("has not reported"), "{}", r.message);
+    }
+
+    #[test]
+    fn the_worst_of_a_nodes_states_wins() {
+        let nodes = [node("a", true, true)];
+        let mut states: Vec<StateView> = (0..15)
+            .map(|i| {
+                let mut s = state("a", Some("Success"), 2, true);
+                s.name = format!("decoy-{i}");
+                s
+            })
+            .collect();
+        states.insert(7, state("a", Some("Error"), 2, true));
+        let r = rollup(&LIVE, &nodes, &states);
+        assert_eq!(r.condition, AppCondition::Error, "{r:?}");
+        assert!(
+            r.message.contains("16 States claim this node"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

@@ -32,23 +32,12 @@ fn plane() -> (&'static ControlPlane, PathBuf) {
     let p = bpfman_k8s_testenv::shared_with_crds();
     let kc = SA.get_or_init(|| {
         let d = repo().join("deploy/kubernetes");
-        for f in ["namespace.yaml", "rbac/operator.yaml"] {
-            p.kubectl_ok(
-                &[
-                    "apply",
-                    "--server-side",
-                    "-f",
-                    &d.join(f).display().to_string(),
-                ],
-                None,
-            );
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(p.service_account_kubeconfig("bpfman", "bpfman-operator"))
-            .expect("the operator's service-account kubeconfig")
+        p.deployed_account(
+            &[d.join("namespace.yaml"), d.join("rbac/operator.yaml")],
+            "bpfman",
+            "bpfman-operator",
+        )
+        .expect("the operator's service-account kubeconfig")
     });
     (p, kc.clone())
 }
@@ -668,7 +657,7 @@ fn the_config_deploys_its_objects_and_keeps_them_in_line() {
     );
     wait_for("the new configuration in the pod template", 20, || {
         let a = ds_annotation(p, &ns).unwrap_or_default();
-        (a == "[signing]\nallow_unsigned = false\n")
+        (a == bpfman_operator::config::config_digest("[signing]\nallow_unsigned = false\n"))
             .then_some(())
             .ok_or(a)
     });
@@ -925,6 +914,7 @@ fn exercise(
     );
     let all = [
         "lease",
+        "Config condition",
         "app finalizer",
         "app condition",
         "app Success",
@@ -958,6 +948,9 @@ fn exercise(
         let c = kube_json(p, &["get", "config", "bpfman-config"]).unwrap_or(Value::Null);
         if c["metadata"]["finalizers"] == json!(["bpfman.io/config-finalizer"]) {
             seen.insert("Config finalizer");
+        }
+        if c["status"]["conditions"][0]["type"] == "Success" {
+            seen.insert("Config condition");
         }
         if kube_json(p, &["get", "namespace", &ns]).is_some() {
             seen.insert("namespace");
@@ -1021,7 +1014,7 @@ fn the_operator_needs_every_rule_of_its_roles_and_no_more() {
     let (full, took) = exercise(p, &kc, 30);
     assert_eq!(
         full.len(),
-        10,
+        11,
         "with deploy/'s roles only {full:?} happened"
     );
     eprintln!("with every rule: everything within {took:?}");
@@ -1048,5 +1041,5 @@ fn the_operator_needs_every_rule_of_its_roles_and_no_more() {
             apply(p, &roles[ri]);
         }
     }
-    assert!(report.len() >= 12, "{report:#?}");
+    assert!(report.len() >= 13, "{report:#?}");
 }
