@@ -23,19 +23,19 @@ trap 'rm -rf "$work"' EXIT
 bh() { buildah --root "$work/root" --runroot "$work/runroot" --storage-driver vfs "$@"; }
 c="$(bh from scratch)"
 for b in "${bins[@]}"; do
-    bh copy "$c" "$b" "/$(basename "$b")"
+    bh copy "$c" "$b" "/$(basename "$b")" >/dev/null
 done
 # The libraries the binaries link, at the paths the loader looks for them.
 libs="$(for b in "${bins[@]}"; do ldd "$b"; done | grep -oE '/[^ ]+\.so[^ ]*' | sort -u)"
 for l in $libs; do
-    bh copy "$c" "$(readlink -f "$l")" "$l"
+    bh copy "$c" "$(readlink -f "$l")" "$l" >/dev/null
 done
-bh copy "$c" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+bh copy "$c" /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt >/dev/null
 # The daemon's runtime and config dirs and /tmp exist in the image; everything else is mounted.
 mk="$work/dirs"
 mkdir -p "$mk/etc/bpfman" "$mk/run/bpfman" "$mk/tmp" "$mk/sys/fs/bpf"
 chmod 1777 "$mk/tmp"
-bh copy "$c" "$mk/" /
+bh copy "$c" "$mk/" / >/dev/null
 bh config --entrypoint '["/bpfman"]' --cmd '["daemon"]' \
     --label org.opencontainers.image.title=bpfman \
     --label org.opencontainers.image.source=https://github.com/bpfman/bpfman "$c"
