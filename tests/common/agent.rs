@@ -504,3 +504,26 @@ pub fn recorded_ids(s: &Value) -> (Vec<u64>, Vec<u64>) {
     }
     (progs, links)
 }
+
+// For the benchmarks.
+
+/// A distinct syscall tracepoint per application: the kernel runs at most 64 BPF programs on
+/// one tracepoint, and four daemons loading 50 applications would put 200 on one.
+pub fn tracepoint(i: usize) -> String {
+    let mut tps: Vec<String> = std::fs::read_dir("/sys/kernel/tracing/events/syscalls")
+        .expect("tracefs (mount -t tracefs tracefs /sys/kernel/tracing)")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("sys_enter_"))
+        .collect();
+    tps.sort();
+    format!("syscalls/{}", tps[i % tps.len()])
+}
+
+pub fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}

@@ -16,21 +16,9 @@ use std::time::{Duration, Instant};
 
 use bpfman_k8s::v1alpha1::{ClusterBpfApplication, ClusterBpfApplicationState};
 use bpfman_k8s_testenv::{ControlPlane, Options};
-use common::agent::{Agent, make_node};
+use common::agent::{Agent, make_node, ms, pct, tracepoint};
 use common::{Daemon, obj};
 use kube::api::{Api, ListParams, PostParams};
-
-/// A distinct syscall tracepoint per application: the kernel runs at most 64 BPF programs on
-/// one tracepoint, and four daemons loading 50 applications would put 200 on one.
-fn tracepoint(i: usize) -> String {
-    let mut tps: Vec<String> = std::fs::read_dir("/sys/kernel/tracing/events/syscalls")
-        .expect("tracefs (mount -t tracefs tracefs /sys/kernel/tracing)")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("sys_enter_"))
-        .collect();
-    tps.sort();
-    format!("syscalls/{}", tps[i % tps.len()])
-}
 
 fn app(name: &str, selector: &str, tp: &str) -> ClusterBpfApplication {
     serde_json::from_value(serde_json::json!({
@@ -113,15 +101,6 @@ async fn converge(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     done.into_iter().flatten().collect()
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
 async fn clean(apps: &Api<ClusterBpfApplication>, states: &Api<ClusterBpfApplicationState>) {

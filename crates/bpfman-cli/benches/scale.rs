@@ -20,22 +20,12 @@ use std::time::{Duration, Instant};
 
 use bpfman_k8s::v1alpha1::ClusterBpfApplication;
 use bpfman_k8s_testenv::{ControlPlane, Options};
-use common::agent::{Agent, make_node};
+use common::agent::{Agent, make_node, ms, pct, tracepoint};
 use common::{BPFMAN, Daemon, obj};
 use kube::api::{Api, ListParams, PostParams};
 
 const NODES: usize = 20;
 const APPS: usize = 25;
-
-fn tracepoint(i: usize) -> String {
-    let mut tps: Vec<String> = std::fs::read_dir("/sys/kernel/tracing/events/syscalls")
-        .expect("tracefs (mount -t tracefs tracefs /sys/kernel/tracing)")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("sys_enter_"))
-        .collect();
-    tps.sort();
-    format!("syscalls/{}", tps[i % tps.len()])
-}
 
 fn app(name: &str, tp: &str) -> ClusterBpfApplication {
     serde_json::from_value(serde_json::json!({
@@ -108,15 +98,6 @@ async fn converge(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     done.into_iter().flatten().collect()
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -61,8 +61,14 @@ pub trait AppKind:
     fn conditions(&self) -> Vec<Condition>;
     fn state_conditions(s: &Self::State) -> Vec<Condition>;
     fn api(client: Client, ns: Option<&str>) -> Api<Self>;
-    fn guard_api(client: Client) -> Api<DeserializeGuard<Self>>;
-    fn state_api(client: Client) -> Api<Self::State>;
+    /// Every application of the kind, read leniently.
+    fn guard_api(client: Client) -> Api<DeserializeGuard<Self>> {
+        Api::all(client)
+    }
+    /// Every State of the kind.
+    fn state_api(client: Client) -> Api<Self::State> {
+        Api::all(client)
+    }
 }
 
 impl AppKind for ClusterBpfApplication {
@@ -82,12 +88,6 @@ impl AppKind for ClusterBpfApplication {
             .unwrap_or_default()
     }
     fn api(client: Client, _: Option<&str>) -> Api<Self> {
-        Api::all(client)
-    }
-    fn guard_api(client: Client) -> Api<DeserializeGuard<Self>> {
-        Api::all(client)
-    }
-    fn state_api(client: Client) -> Api<Self::State> {
         Api::all(client)
     }
 }
@@ -113,12 +113,6 @@ impl AppKind for BpfApplication {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
         }
-    }
-    fn guard_api(client: Client) -> Api<DeserializeGuard<Self>> {
-        Api::all(client)
-    }
-    fn state_api(client: Client) -> Api<Self::State> {
-        Api::all(client)
     }
 }
 

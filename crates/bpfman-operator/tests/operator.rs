@@ -8,70 +8,15 @@
 //!
 //! The operator acts on the whole cluster, so the tests here take turns (one lock).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bpfman_k8s_testenv::ControlPlane;
+use common::*;
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn turn() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The shared plane, with the CRDs, the namespace and the RBAC of deploy/kubernetes applied,
-/// and the operator service account's kubeconfig.
-fn plane() -> (&'static ControlPlane, PathBuf) {
-    static SA: OnceLock<PathBuf> = OnceLock::new();
-    let p = bpfman_k8s_testenv::shared_with_crds();
-    let kc = SA.get_or_init(|| {
-        let d = repo().join("deploy/kubernetes");
-        p.deployed_account(
-            &[d.join("namespace.yaml"), d.join("rbac/operator.yaml")],
-            "bpfman",
-            "bpfman-operator",
-        )
-        .expect("the operator's service-account kubeconfig")
-    });
-    (p, kc.clone())
-}
-
-fn kube_json(p: &ControlPlane, args: &[&str]) -> Option<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let out = p.kubectl(&a).ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn apply(p: &ControlPlane, v: &Value) {
-    p.kubectl_ok(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&v.to_string()),
-    );
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let last = match f() {
-            Ok(t) => return t,
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}; last seen: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The operator binary, run with `kubeconfig`.
 struct Operator {
@@ -171,15 +116,6 @@ impl Drop for Operator {
     }
 }
 
-fn unique() -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    )
-}
-
 /// A Node (the node lifecycle controller is off in the test plane: readiness is what the test
 /// says).
 fn node(p: &ControlPlane, name: &str, labels: &[(&str, &str)], ready: bool) {
@@ -231,15 +167,6 @@ fn cluster_app(name: &str, selector: &str) -> Value {
 
 fn app(p: &ControlPlane, name: &str) -> Value {
     kube_json(p, &["get", "clusterbpfapplication", name]).unwrap_or(Value::Null)
-}
-
-fn cond_of(v: &Value) -> (String, String, Option<i64>) {
-    let c = &v["status"]["conditions"][0];
-    (
-        c["type"].as_str().unwrap_or_default().to_string(),
-        c["message"].as_str().unwrap_or_default().to_string(),
-        c["observedGeneration"].as_i64(),
-    )
 }
 
 /// Waits until the application's condition is `t` and its message holds every `needles`.
@@ -314,31 +241,6 @@ fn drop_state_finalizer(p: &ControlPlane, name: &str) {
         "-p",
         r#"{"metadata":{"finalizers":null}}"#,
     ]);
-}
-
-fn events_for(p: &ControlPlane, name: &str) -> Vec<(String, String)> {
-    let v = kube_json(
-        p,
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-        ],
-    )
-    .unwrap_or(Value::Null);
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -534,32 +436,6 @@ fn config(ns: &str, toml: &str, overrides: Value) -> Value {
     })
 }
 
-/// Deletes the Config (its finalizer too: no operator may be running) and the CSIDriver.
-fn remove_config(p: &ControlPlane) {
-    let _ = p.kubectl(&[
-        "patch",
-        "config",
-        "bpfman-config",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
-    let _ = p.kubectl(&["delete", "config", "bpfman-config", "--wait=false"]);
-    wait_for("the Config gone", 30, || {
-        kube_json(p, &["get", "config", "bpfman-config"])
-            .map_or(Ok(()), |_| Err("still there".into()))
-    });
-    let _ = p.kubectl(&["delete", "csidriver", "csi.bpfman.io", "--wait=false"]);
-}
-
-fn ds_annotation(p: &ControlPlane, ns: &str) -> Option<String> {
-    kube_json(p, &["get", "daemonset", "-n", ns, "bpfman-daemon"]).and_then(|d| {
-        d["spec"]["template"]["metadata"]["annotations"]["bpfman.io.bpfman.toml"]
-            .as_str()
-            .map(str::to_string)
-    })
-}
-
 #[test]
 fn the_config_deploys_its_objects_and_keeps_them_in_line() {
     let _t = turn();
@@ -731,12 +607,6 @@ fn a_default_config_is_made_at_start_when_there_is_none() {
         ds_annotation(p, "bpfman").ok_or_else(|| "none".to_string())
     });
     remove_config(p);
-}
-
-fn lease_holder(p: &ControlPlane) -> String {
-    kube_json(p, &["get", "lease", "-n", "bpfman", "8730d955.bpfman.io"])
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[test]
@@ -983,14 +853,7 @@ fn exercise(
     remove_config(p);
     let _ = p.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
     let _ = p.kubectl(&["delete", "node", &n, "--wait=false"]);
-    let _ = p.kubectl(&[
-        "delete",
-        "lease",
-        "-n",
-        "bpfman",
-        "8730d955.bpfman.io",
-        "--wait=false",
-    ]);
+    let _ = p.kubectl(&["delete", "lease", "-n", "bpfman", LEASE, "--wait=false"]);
     (seen, took)
 }
 

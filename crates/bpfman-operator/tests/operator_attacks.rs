@@ -9,12 +9,14 @@
 //! A test that passes documents a defence; one marked `#[ignore = "BUG: ..."]` exposes a bug
 //! and passes once it is fixed. The operator acts on the whole cluster: the tests take turns.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bpfman_k8s_testenv::ControlPlane;
+use common::*;
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -22,78 +24,6 @@ use serde_json::{Value, json};
 const CLUSTER_FIN: &str = "bpfman.io.clbpfapplicationcontroller/finalizer";
 const NS_FIN: &str = "bpfman.io.nsbpfapplicationcontroller/finalizer";
 const HOLD: &str = "example.com/hold";
-const LEASE: &str = "8730d955.bpfman.io";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn turn() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The shared plane with the CRDs, deploy/'s namespace and operator RBAC, and the operator
-/// service account's kubeconfig.
-fn plane() -> (&'static ControlPlane, PathBuf) {
-    static SA: OnceLock<PathBuf> = OnceLock::new();
-    let p = bpfman_k8s_testenv::shared_with_crds();
-    let kc = SA.get_or_init(|| {
-        let d = repo().join("deploy/kubernetes");
-        for f in ["namespace.yaml", "rbac/operator.yaml"] {
-            p.kubectl_ok(
-                &[
-                    "apply",
-                    "--server-side",
-                    "-f",
-                    &d.join(f).display().to_string(),
-                ],
-                None,
-            );
-        }
-        rt().block_on(p.service_account_kubeconfig("bpfman", "bpfman-operator"))
-            .expect("the operator's service-account kubeconfig")
-    });
-    (p, kc.clone())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn kube_json(p: &ControlPlane, args: &[&str]) -> Option<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let out = p.kubectl(&a).ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn apply(p: &ControlPlane, v: &Value) {
-    p.kubectl_ok(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&v.to_string()),
-    );
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let last = match f() {
-            Ok(t) => return t,
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}; last seen: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The operator binary, run with `kubeconfig`.
 struct Operator {
@@ -220,15 +150,6 @@ impl Drop for Undo<'_> {
     }
 }
 
-fn unique() -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    )
-}
-
 fn node(p: &ControlPlane, name: &str, labels: &[(&str, &str)], ready: bool) {
     let mut l = serde_json::Map::new();
     l.insert("kubernetes.io/hostname".into(), json!(name));
@@ -309,15 +230,6 @@ fn uid(v: &Value) -> String {
         .as_str()
         .expect("an object with a uid")
         .to_string()
-}
-
-fn cond_of(v: &Value) -> (String, String, Option<i64>) {
-    let c = &v["status"]["conditions"][0];
-    (
-        c["type"].as_str().unwrap_or_default().to_string(),
-        c["message"].as_str().unwrap_or_default().to_string(),
-        c["observedGeneration"].as_i64(),
-    )
 }
 
 fn wait_cond_on(
@@ -504,31 +416,6 @@ fn cluster_state(
     );
 }
 
-fn events_for(p: &ControlPlane, name: &str) -> Vec<(String, String)> {
-    let v = kube_json(
-        p,
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-        ],
-    )
-    .unwrap_or(Value::Null);
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn config(name: &str, ns: &str, toml: &str) -> Value {
     json!({
         "apiVersion": "bpfman.io/v1alpha1", "kind": "Config",
@@ -540,47 +427,6 @@ fn config(name: &str, ns: &str, toml: &str) -> Value {
             "configuration": toml,
         },
     })
-}
-
-/// Deletes the Config named `name` (its finalizer too) and waits until it is gone.
-fn remove_config_named(p: &ControlPlane, name: &str) {
-    let _ = p.kubectl(&[
-        "patch",
-        "config",
-        name,
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
-    let _ = p.kubectl(&[
-        "delete",
-        "config",
-        name,
-        "--wait=false",
-        "--ignore-not-found",
-    ]);
-    wait_for("the Config gone", 30, || {
-        kube_json(p, &["get", "config", name]).map_or(Ok(()), |_| Err("still there".into()))
-    });
-}
-
-fn remove_config(p: &ControlPlane) {
-    remove_config_named(p, "bpfman-config");
-    let _ = p.kubectl(&["delete", "csidriver", "csi.bpfman.io", "--wait=false"]);
-}
-
-fn ds_annotation(p: &ControlPlane, ns: &str) -> Option<String> {
-    kube_json(p, &["get", "daemonset", "-n", ns, "bpfman-daemon"]).and_then(|d| {
-        d["spec"]["template"]["metadata"]["annotations"]["bpfman.io.bpfman.toml"]
-            .as_str()
-            .map(str::to_string)
-    })
-}
-
-fn lease_holder(p: &ControlPlane) -> String {
-    kube_json(p, &["get", "lease", "-n", "bpfman", LEASE])
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn delete_lease(p: &ControlPlane) {
